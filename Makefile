@@ -1,0 +1,29 @@
+# The two commands: `make up` and `make test`. Everything else is a helper.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/shop-target
+
+.PHONY: up down test build fmt lint tools logs clean-run
+
+up: ## build, start PostgreSQL databases, the broker and the services; wait until healthy
+	@scripts/up.sh
+
+down: ## stop exactly what `make up` started
+	@scripts/down.sh
+
+test: ## install what is missing, then run every check and test
+	@scripts/test.sh
+
+build:
+	cargo build --workspace
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+tools: ## install the broker (tansu) and grpcurl into ~/.cache/shop-tools
+	@source scripts/lib.sh && ensure_tansu_installed && ensure_grpcurl_installed
+
+logs:
+	@tail -n 50 -f .run/logs/*.log

@@ -1,0 +1,210 @@
+//! Typed configuration read once from prefixed environment variables; a bad
+//! value fails fast and names the variable.
+
+use std::{collections::HashMap, fmt::Display, str::FromStr, time::Duration};
+
+/// A configuration value that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value {value:?} for {var}: {reason}")]
+pub struct ConfigError {
+    pub var: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Environment variables under one prefix (`ORDERS_`, `PAYMENTS_`, `GATEWAY_`).
+#[derive(Debug, Clone)]
+pub struct Env {
+    prefix: String,
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    /// The current process environment.
+    pub fn from_process(prefix: &str) -> Self {
+        Self::from_pairs(prefix, std::env::vars())
+    }
+
+    /// An explicit environment, for tests.
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        prefix: &str,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// The full variable name for `name`.
+    pub fn var_name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// The raw value of `name`, if set.
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.vars.get(&self.var_name(name)).map(String::as_str)
+    }
+
+    /// `name` parsed as `T`, or `default` when unset.
+    pub fn parse_or<T>(&self, name: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.raw(name) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError {
+                var: self.var_name(name),
+                value: raw.to_owned(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// `name` as a string, or `default` when unset.
+    pub fn string_or(&self, name: &str, default: &str) -> String {
+        self.raw(name).unwrap_or(default).to_owned()
+    }
+
+    /// `name` as milliseconds, or `default` when unset; zero is refused.
+    pub fn millis_or(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
+        let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+        let ms: u64 = self.parse_or(name, default_ms)?;
+        if ms == 0 {
+            return Err(self.invalid(name, "0", "must be greater than 0"));
+        }
+        Ok(Duration::from_millis(ms))
+    }
+
+    /// Every variable `{prefix}{name}*`, with that part of the name stripped.
+    /// Used for pass-through settings such as `KAFKA_PROP_…`.
+    pub fn with_sub_prefix(&self, name: &str) -> Vec<(String, String)> {
+        let full = self.var_name(name);
+        let mut found: Vec<_> = self
+            .vars
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix(&full)
+                    .map(|rest| (rest.to_owned(), v.clone()))
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// An error for `name`.
+    pub fn invalid(&self, name: &str, value: &str, reason: &str) -> ConfigError {
+        ConfigError {
+            var: self.var_name(name),
+            value: value.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("expected `text` or `json`, got `{other}`")),
+        }
+    }
+}
+
+/// Where and how to reach a service's database.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// A libpq-style URL, e.g. `postgres://postgres@127.0.0.1:5432/payments`.
+    pub url: String,
+    /// Largest number of pooled connections.
+    pub pool_size: usize,
+    /// How long to wait for a connection (at start and from the pool).
+    pub connect_timeout: Duration,
+}
+
+impl DbConfig {
+    /// Reads `{prefix}DATABASE_URL`, `…DATABASE_POOL_SIZE`, `…DATABASE_CONNECT_TIMEOUT_MS`.
+    pub fn from_env(env: &Env, default_database: &str) -> Result<Self, ConfigError> {
+        let url = env.string_or(
+            "DATABASE_URL",
+            &format!("postgres://postgres@127.0.0.1:5432/{default_database}"),
+        );
+        let pool_size: usize = env.parse_or("DATABASE_POOL_SIZE", 16)?;
+        if pool_size == 0 {
+            return Err(env.invalid("DATABASE_POOL_SIZE", "0", "must be greater than 0"));
+        }
+        Ok(Self {
+            url,
+            pool_size,
+            connect_timeout: env
+                .millis_or("DATABASE_CONNECT_TIMEOUT_MS", Duration::from_secs(5))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_point_at_loopback() {
+        let env = Env::from_pairs("PAYMENTS_", Vec::<(String, String)>::new());
+        let db = DbConfig::from_env(&env, "payments").expect("defaults are valid");
+        assert_eq!(db.url, "postgres://postgres@127.0.0.1:5432/payments");
+        assert_eq!(db.pool_size, 16);
+    }
+
+    #[test]
+    fn bad_value_names_the_variable() {
+        let env = Env::from_pairs("PAYMENTS_", [("PAYMENTS_DATABASE_POOL_SIZE", "many")]);
+        let err = DbConfig::from_env(&env, "payments").expect_err("must fail");
+        assert_eq!(err.var, "PAYMENTS_DATABASE_POOL_SIZE");
+        assert!(
+            err.to_string().contains("PAYMENTS_DATABASE_POOL_SIZE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zero_durations_are_refused() {
+        let env = Env::from_pairs("X_", [("X_DATABASE_CONNECT_TIMEOUT_MS", "0")]);
+        assert!(DbConfig::from_env(&env, "x").is_err());
+    }
+
+    #[test]
+    fn sub_prefix_collects_pass_through_settings() {
+        let env = Env::from_pairs(
+            "X_",
+            [
+                ("X_KAFKA_PROP_batch.num.messages", "1"),
+                ("Y_KAFKA_PROP_a", "2"),
+            ],
+        );
+        assert_eq!(
+            env.with_sub_prefix("KAFKA_PROP_"),
+            vec![("batch.num.messages".to_owned(), "1".to_owned())]
+        );
+    }
+
+    #[test]
+    fn log_format_parses_case_insensitively() {
+        assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert!("xml".parse::<LogFormat>().is_err());
+    }
+}

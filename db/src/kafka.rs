@@ -1,0 +1,205 @@
+//! Kafka client configuration: typed settings from the environment, clients
+//! with the delivery guarantees of DESIGN.md §5, and topic creation.
+//!
+//! Any librdkafka property can be overridden with comma-separated `key=value`
+//! lists: `{PREFIX}KAFKA_PROPERTIES` (all clients),
+//! `{PREFIX}KAFKA_PRODUCER_PROPERTIES` and `{PREFIX}KAFKA_CONSUMER_PROPERTIES`.
+
+use crate::{ConfigError, Env};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureProducer;
+use std::time::Duration;
+
+/// Topic names and their layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// `{PREFIX}TOPIC_REQUESTS`: orders → payments, keyed by user id.
+    pub requests: String,
+    /// `{PREFIX}TOPIC_RESULTS`: payments → orders, keyed by order id.
+    pub results: String,
+    /// `{PREFIX}TOPIC_PARTITIONS`: partitions of topics created at start.
+    pub partitions: i32,
+    /// `{PREFIX}TOPIC_REPLICATION_FACTOR`: replicas of topics created at start.
+    pub replication_factor: i32,
+}
+
+/// Default topic names (DESIGN.md §4).
+pub const DEFAULT_REQUESTS_TOPIC: &str = "payments.requests";
+/// Default topic names (DESIGN.md §4).
+pub const DEFAULT_RESULTS_TOPIC: &str = "payments.results";
+
+/// How to reach the brokers and tune the clients.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `{PREFIX}KAFKA_BROKERS`: bootstrap servers.
+    pub brokers: String,
+    /// Overrides for every client.
+    pub common: Vec<(String, String)>,
+    /// Overrides for producers only.
+    pub producer: Vec<(String, String)>,
+    /// Overrides for consumers only.
+    pub consumer: Vec<(String, String)>,
+    /// Topic names and layout.
+    pub topics: Topics,
+}
+
+impl KafkaConfig {
+    /// Reads the `KAFKA_*` and `TOPIC_*` variables under the env's prefix.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let props = |name: &str| match env.raw(name) {
+            None => Ok(Vec::new()),
+            Some(raw) => parse_properties(raw).map_err(|reason| env.invalid(name, raw, &reason)),
+        };
+        let partitions: i32 = env.parse_or("TOPIC_PARTITIONS", 3)?;
+        let replication_factor: i32 = env.parse_or("TOPIC_REPLICATION_FACTOR", 1)?;
+        if partitions < 1 {
+            return Err(env.invalid(
+                "TOPIC_PARTITIONS",
+                &partitions.to_string(),
+                "must be at least 1",
+            ));
+        }
+        if replication_factor < 1 {
+            return Err(env.invalid(
+                "TOPIC_REPLICATION_FACTOR",
+                &replication_factor.to_string(),
+                "must be at least 1",
+            ));
+        }
+        Ok(Self {
+            brokers: env.string_or("KAFKA_BROKERS", "127.0.0.1:9092"),
+            common: props("KAFKA_PROPERTIES")?,
+            producer: props("KAFKA_PRODUCER_PROPERTIES")?,
+            consumer: props("KAFKA_CONSUMER_PROPERTIES")?,
+            topics: Topics {
+                requests: env.string_or("TOPIC_REQUESTS", DEFAULT_REQUESTS_TOPIC),
+                results: env.string_or("TOPIC_RESULTS", DEFAULT_RESULTS_TOPIC),
+                partitions,
+                replication_factor,
+            },
+        })
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.common {
+            config.set(k, v);
+        }
+        config
+    }
+
+    /// An idempotent producer that waits for all in-sync replicas.
+    pub fn producer(&self) -> Result<FutureProducer, KafkaError> {
+        let mut config = self.base();
+        config
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", "10000");
+        for (k, v) in &self.producer {
+            config.set(k, v);
+        }
+        config.create()
+    }
+
+    /// A consumer in `group_id` that never stores an offset by itself: the
+    /// inbox stores each offset after its database commit, and librdkafka
+    /// commits stored offsets in the background and on close.
+    pub fn consumer(&self, group_id: &str) -> Result<StreamConsumer, KafkaError> {
+        let mut config = self.base();
+        config
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "500")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest");
+        for (k, v) in &self.consumer {
+            config.set(k, v);
+        }
+        config.create()
+    }
+
+    /// Creates `topics` with the configured layout; existing ones are left alone.
+    pub async fn ensure_topics(&self, topics: &[&str]) -> Result<(), KafkaError> {
+        let admin: AdminClient<DefaultClientContext> = self.base().create()?;
+        let new: Vec<_> = topics
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    self.topics.partitions,
+                    TopicReplication::Fixed(self.topics.replication_factor),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for result in admin.create_topics(&new, &options).await? {
+            match result {
+                Ok(topic) => tracing::info!(%topic, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
+                        tracing::error!(%topic, ?code, "cannot create topic");
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `a=1,b=2` (whitespace around items is ignored).
+pub fn parse_properties(raw: &str) -> Result<Vec<(String, String)>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+            _ => Err(format!("expected key=value, got {item:?}")),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_parse_and_refuse_garbage() {
+        assert_eq!(
+            parse_properties(" batch.num.messages=1, linger.ms = 5 ,"),
+            Ok(vec![
+                ("batch.num.messages".to_owned(), "1".to_owned()),
+                ("linger.ms".to_owned(), "5".to_owned())
+            ])
+        );
+        assert!(parse_properties("nonsense").is_err());
+        assert!(parse_properties("=1").is_err());
+    }
+
+    #[test]
+    fn config_reads_prefixed_variables() {
+        let env = Env::from_pairs(
+            "ORDERS_",
+            [
+                ("ORDERS_KAFKA_PRODUCER_PROPERTIES", "batch.num.messages=1"),
+                ("ORDERS_TOPIC_PARTITIONS", "6"),
+            ],
+        );
+        let cfg = KafkaConfig::from_env(&env).expect("valid");
+        assert_eq!(cfg.brokers, "127.0.0.1:9092");
+        assert_eq!(
+            cfg.producer,
+            vec![("batch.num.messages".to_owned(), "1".to_owned())]
+        );
+        assert_eq!(cfg.topics.partitions, 6);
+        assert_eq!(cfg.topics.requests, DEFAULT_REQUESTS_TOPIC);
+        let bad = Env::from_pairs("ORDERS_", [("ORDERS_KAFKA_PROPERTIES", "x")]);
+        let err = KafkaConfig::from_env(&bad).expect_err("invalid");
+        assert_eq!(err.var, "ORDERS_KAFKA_PROPERTIES");
+    }
+}

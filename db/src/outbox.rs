@@ -1,0 +1,300 @@
+//! Transactional outbox (DESIGN.md §5.1–5.2): `enqueue` writes an event in
+//! the caller's transaction; the [`Relay`] claims unpublished rows with
+//! `FOR UPDATE SKIP LOCKED`, publishes them with an idempotent producer,
+//! awaits every delivery report, marks them published and commits. Several
+//! relays may run at once; a crash before the commit only means a re-publish,
+//! which consumers deduplicate by event id.
+
+use crate::backoff::Backoff;
+use crate::listen::{Listener, Notification};
+use crate::{ConfigError, DbError, Env, GenericClient, Pool};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The `NOTIFY` channel the outbox trigger fires.
+pub const CHANNEL: &str = "outbox";
+
+/// An event to publish.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub topic: String,
+    pub key: String,
+    pub event_type: String,
+    pub payload: Vec<u8>,
+    pub traceparent: String,
+}
+
+impl NewEvent {
+    /// The protobuf encoding of `message`, typed by its full proto name.
+    pub fn encode<M: prost::Message + prost::Name>(
+        event_id: Uuid,
+        topic: &str,
+        key: impl ToString,
+        message: &M,
+        traceparent: String,
+    ) -> Self {
+        Self {
+            event_id,
+            topic: topic.to_owned(),
+            key: key.to_string(),
+            event_type: M::full_name(),
+            payload: message.encode_to_vec(),
+            traceparent,
+        }
+    }
+}
+
+/// Writes `event` in the caller's transaction; relays wake when it commits.
+pub async fn enqueue(
+    db: &impl GenericClient,
+    event: &NewEvent,
+) -> Result<(), tokio_postgres::Error> {
+    db.execute(
+        "INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &event.event_id,
+            &event.topic,
+            &event.key.as_bytes(),
+            &event.event_type,
+            &event.payload,
+            &event.traceparent,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// How the relay batches, polls and backs off.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// `{PREFIX}RELAY_BATCH_SIZE`: rows claimed per transaction.
+    pub batch_size: i64,
+    /// `{PREFIX}RELAY_POLL_INTERVAL_MS`: fallback polling when no NOTIFY arrives.
+    pub poll_interval: Duration,
+    /// First and largest delay after a failed batch.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl RelayConfig {
+    /// Reads the `RELAY_*` variables.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let batch_size: i64 = env.parse_or("RELAY_BATCH_SIZE", 100)?;
+        if !(1..=10_000).contains(&batch_size) {
+            return Err(env.invalid(
+                "RELAY_BATCH_SIZE",
+                &batch_size.to_string(),
+                "must be 1..=10000",
+            ));
+        }
+        Ok(Self {
+            batch_size,
+            poll_interval: env.millis_or("RELAY_POLL_INTERVAL_MS", Duration::from_secs(1))?,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        })
+    }
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            poll_interval: Duration::from_secs(1),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a batch was not (fully) published.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{failed} event(s) not published: {first}")]
+    Publish { failed: usize, first: KafkaError },
+}
+
+impl From<tokio_postgres::Error> for RelayError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for RelayError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+struct Pending {
+    id: i64,
+    event_id: String,
+    topic: String,
+    key: Vec<u8>,
+    event_type: String,
+    payload: Vec<u8>,
+    traceparent: Option<String>,
+}
+
+/// Publishes the outbox of one database.
+#[derive(Clone)]
+pub struct Relay {
+    pool: Pool,
+    producer: FutureProducer,
+    config: RelayConfig,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    /// A relay over `pool`'s outbox.
+    pub fn new(pool: Pool, producer: FutureProducer, config: RelayConfig) -> Self {
+        Self {
+            pool,
+            producer,
+            config,
+        }
+    }
+
+    /// Claims, publishes and marks one batch; returns how many were published.
+    pub async fn publish_batch(&self) -> Result<usize, RelayError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let rows = tx
+            .query(
+                "SELECT id, event_id, topic, key, event_type, payload, traceparent FROM outbox
+                 WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                &[&self.config.batch_size],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let pending = rows
+            .iter()
+            .map(|r| {
+                Ok(Pending {
+                    id: r.try_get("id")?,
+                    event_id: r.try_get::<_, Uuid>("event_id")?.to_string(),
+                    topic: r.try_get("topic")?,
+                    key: r.try_get("key")?,
+                    event_type: r.try_get("event_type")?,
+                    payload: r.try_get("payload")?,
+                    traceparent: r.try_get("traceparent")?,
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+
+        let deliveries = futures::future::join_all(pending.iter().map(|p| self.send(p))).await;
+        let mut published = Vec::with_capacity(pending.len());
+        let mut first_error = None;
+        let mut failed = 0;
+        for (p, delivery) in pending.iter().zip(deliveries) {
+            match delivery {
+                Ok(()) => published.push(p.id),
+                Err(e) => {
+                    failed += 1;
+                    tx.execute(
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                        &[&p.id, &e.to_string()],
+                    )
+                    .await?;
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE outbox SET published_at = now(), attempts = attempts + 1, last_error = NULL
+             WHERE id = ANY($1)",
+            &[&published],
+        )
+        .await?;
+        tx.commit().await?;
+        match first_error {
+            None => Ok(published.len()),
+            Some(first) => Err(RelayError::Publish { failed, first }),
+        }
+    }
+
+    async fn send(&self, p: &Pending) -> Result<(), KafkaError> {
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "event-id",
+                value: Some(&p.event_id),
+            })
+            .insert(Header {
+                key: "event-type",
+                value: Some(&p.event_type),
+            });
+        if let Some(tp) = &p.traceparent {
+            headers = headers.insert(Header {
+                key: "traceparent",
+                value: Some(tp),
+            });
+        }
+        let record = FutureRecord::to(&p.topic)
+            .key(&p.key)
+            .payload(&p.payload)
+            .headers(headers);
+        self.producer
+            .send(record, Duration::from_secs(5))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+    }
+
+    /// Publishes until `shutdown`: drains the outbox, then waits for a
+    /// NOTIFY (or the polling interval); backs off after failures.
+    pub async fn run(self, listener: &Listener, shutdown: CancellationToken) {
+        let mut wake = listener.subscribe();
+        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        while !shutdown.is_cancelled() {
+            let pause = match self.publish_batch().await {
+                Ok(0) => {
+                    backoff.reset();
+                    self.config.poll_interval
+                }
+                Ok(n) => {
+                    tracing::debug!(published = n, "outbox batch published");
+                    backoff.reset();
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay failed, backing off");
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(pause) => {}
+                n = wake.recv() => match n {
+                    Ok(Notification::Notify { .. } | Notification::Resync) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => wake = listener.subscribe(),
+                },
+            }
+        }
+        if let Err(e) = self.producer.flush(Duration::from_secs(5)) {
+            tracing::warn!(error = %e, "producer flush on shutdown failed");
+        }
+        tracing::info!("outbox relay stopped");
+    }
+}

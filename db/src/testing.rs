@@ -1,0 +1,253 @@
+//! Test helper: a fresh database per test, dropped afterwards even when the
+//! test fails (the guard's `Drop` runs during unwinding).
+
+use crate::DbConfig;
+use std::time::Duration;
+use tokio_postgres::NoTls;
+
+/// Where tests create their databases; override with `SHOP_TEST_DATABASE_URL`.
+pub fn admin_url() -> String {
+    std::env::var("SHOP_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A uniquely named database that exists while this guard lives.
+#[derive(Debug)]
+pub struct TestDb {
+    name: String,
+    admin_url: String,
+    config: DbConfig,
+}
+
+impl TestDb {
+    /// Creates `test_<prefix>_<random>` on the admin server.
+    pub async fn create(prefix: &str) -> Self {
+        let admin_url = admin_url();
+        let name = format!("test_{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let client = admin_client(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("tests need PostgreSQL at {admin_url}: {e}"));
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        let mut pg: tokio_postgres::Config = admin_url
+            .parse()
+            .expect("SHOP_TEST_DATABASE_URL is a valid URL");
+        pg.dbname(&name);
+        let config = DbConfig {
+            url: url_of(&pg, &name),
+            pool_size: 32,
+            connect_timeout: Duration::from_secs(5),
+        };
+        Self {
+            name,
+            admin_url,
+            config,
+        }
+    }
+
+    /// Config pointing at this database.
+    pub fn config(&self) -> &DbConfig {
+        &self.config
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin_url = self.admin_url.clone();
+        // Drop may run inside a runtime; use a thread with its own.
+        let dropped = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return Ok(());
+            };
+            rt.block_on(async move {
+                let client = admin_client(&admin_url).await?;
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+async fn admin_client(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+fn url_of(pg: &tokio_postgres::Config, dbname: &str) -> String {
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    let user = pg.get_user().unwrap_or("postgres");
+    match pg.get_password() {
+        Some(pw) => format!(
+            "postgres://{user}:{}@{host}:{port}/{dbname}",
+            String::from_utf8_lossy(pw)
+        ),
+        None => format!("postgres://{user}@{host}:{port}/{dbname}"),
+    }
+}
+
+/// Kafka settings for one test: the test broker (`SHOP_TEST_KAFKA_BROKERS`,
+/// default 127.0.0.1:9092), fresh topic names, and the tansu workaround
+/// (`batch.num.messages=1`, DESIGN.md §7).
+pub fn kafka_config(partitions: i32) -> crate::kafka::KafkaConfig {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    crate::kafka::KafkaConfig {
+        brokers: std::env::var("SHOP_TEST_KAFKA_BROKERS")
+            .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
+        common: Vec::new(),
+        producer: vec![("batch.num.messages".to_owned(), "1".to_owned())],
+        consumer: Vec::new(),
+        topics: crate::kafka::Topics {
+            requests: format!("test-{run}.requests"),
+            results: format!("test-{run}.results"),
+            partitions,
+            replication_factor: 1,
+        },
+    }
+}
+
+/// A fresh consumer group name.
+pub fn unique_group(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what`
+/// after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Produces one raw record and waits for its delivery.
+pub async fn produce_raw(
+    kafka: &crate::kafka::KafkaConfig,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: &[(&str, &str)],
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+    let producer = kafka.producer().expect("producer");
+    let mut owned = OwnedHeaders::new();
+    for (k, v) in headers {
+        owned = owned.insert(Header {
+            key: k,
+            value: Some(*v),
+        });
+    }
+    let record = FutureRecord::to(topic)
+        .key(key)
+        .payload(payload)
+        .headers(owned);
+    producer
+        .send(record, Duration::from_secs(5))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("test record delivered");
+}
+
+/// Reads every record of `topic` from the start, in a fresh group, until
+/// `count` have arrived (panics after `timeout`).
+pub async fn read_topic(
+    kafka: &crate::kafka::KafkaConfig,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::Consumer;
+    let consumer = kafka.consumer(&unique_group("reader")).expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while out.len() < count {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => out.push(m.detach()),
+            Ok(Err(e)) => eprintln!("read_topic: {e}"),
+            Err(_) => panic!(
+                "read {} of {count} records from {topic} before the deadline",
+                out.len()
+            ),
+        }
+    }
+    out
+}
+
+/// Waits until `group` has committed offsets up to the end of every
+/// partition of `topic`.
+pub async fn wait_group_caught_up(
+    kafka: &crate::kafka::KafkaConfig,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
+) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let probe: BaseConsumer = {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &kafka.brokers)
+            .set("group.id", group);
+        c.create().expect("probe consumer")
+    };
+    eventually(
+        &format!("group {group} to catch up on {topic}"),
+        timeout,
+        || {
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..kafka.topics.partitions {
+                tpl.add_partition(topic, p);
+            }
+            let caught_up = probe
+                .committed_offsets(tpl, Duration::from_secs(2))
+                .ok()
+                .map(|committed| {
+                    (0..kafka.topics.partitions).all(|p| {
+                        let high = probe
+                            .fetch_watermarks(topic, p, Duration::from_secs(2))
+                            .map(|(_, h)| h)
+                            .unwrap_or(-1);
+                        match committed.find_partition(topic, p).map(|e| e.offset()) {
+                            Some(Offset::Offset(o)) => o >= high,
+                            _ => high == 0,
+                        }
+                    })
+                })
+                .unwrap_or(false);
+            async move { caught_up.then_some(()) }
+        },
+    )
+    .await;
+}

@@ -1,0 +1,98 @@
+//! Account use cases: each opens and commits its own transaction.
+
+use crate::persistence::{self, Account};
+use shop_db::{DbError, Pool};
+use shop_proto::values::{Amount, IdempotencyKey, UserId};
+
+/// Why an account operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("account {0} already exists")]
+    AlreadyExists(UserId),
+    #[error("account {0} not found")]
+    NotFound(UserId),
+    #[error("a top-up of {amount} would overflow the balance of account {user}")]
+    BalanceOverflow { user: UserId, amount: Amount },
+    #[error("idempotency key was already used with a different request")]
+    IdempotencyKeyReused,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<tokio_postgres::Error> for AccountError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+impl From<shop_db::deadpool_postgres::PoolError> for AccountError {
+    fn from(e: shop_db::deadpool_postgres::PoolError) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+/// Opens the user's account with a zero balance. Replaying the key that
+/// opened it returns the account instead of `AlreadyExists`.
+pub async fn open(
+    pool: &Pool,
+    user: UserId,
+    key: Option<IdempotencyKey>,
+) -> Result<Account, AccountError> {
+    let client = pool.get().await?;
+    if let Some(account) = persistence::insert_account(&client, user, key.as_ref()).await? {
+        tracing::info!(user_id = %user, "account opened");
+        return Ok(account);
+    }
+    match persistence::find_account(&client, user).await? {
+        Some((account, opened_with))
+            if key.is_some()
+                && opened_with.as_deref() == key.as_ref().map(IdempotencyKey::as_str) =>
+        {
+            Ok(account)
+        }
+        _ => Err(AccountError::AlreadyExists(user)),
+    }
+}
+
+/// The account with its current balance.
+pub async fn get(pool: &Pool, user: UserId) -> Result<Account, AccountError> {
+    let client = pool.get().await?;
+    persistence::find_account(&client, user)
+        .await?
+        .map(|(account, _)| account)
+        .ok_or(AccountError::NotFound(user))
+}
+
+/// Credits the account. Under a key, a replay with the same amount returns
+/// the account as it was right after the original credit, and credits nothing.
+pub async fn top_up(
+    pool: &Pool,
+    user: UserId,
+    amount: Amount,
+    key: Option<IdempotencyKey>,
+) -> Result<Account, AccountError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let current = persistence::lock_account(&tx, user)
+        .await?
+        .ok_or(AccountError::NotFound(user))?;
+    if let Some(key) = &key
+        && let Some(previous) = persistence::find_keyed_credit(&tx, user, key).await?
+    {
+        if previous.amount != amount.get() {
+            return Err(AccountError::IdempotencyKeyReused);
+        }
+        return Ok(Account {
+            balance: previous.balance_after,
+            updated_at: previous.created_at,
+            ..current
+        });
+    }
+    if current.balance.checked_add(amount.get()).is_none() {
+        return Err(AccountError::BalanceOverflow { user, amount });
+    }
+    let account = persistence::credit(&tx, user, amount, key.as_ref()).await?;
+    tx.commit().await?;
+    tracing::info!(user_id = %user, amount = amount.get(), balance = account.balance, "account credited");
+    Ok(account)
+}

@@ -1,0 +1,157 @@
+//! The `shop.payments.v1.Payments` gRPC service: converts requests into
+//! checked values, calls the use cases and maps their errors to statuses once.
+
+use crate::accounts::{self, AccountError};
+use crate::persistence::Account;
+use shop_db::Pool;
+use shop_proto::error_code::ErrorCode;
+use shop_proto::payments as pb;
+use shop_proto::time::to_timestamp;
+use shop_proto::values::{Amount, IdempotencyKey, UserId, ValueError};
+use tonic::{Code, Request, Response, Status};
+
+pub use pb::payments_server::PaymentsServer;
+
+/// The gRPC front of the account use cases.
+#[derive(Debug, Clone)]
+pub struct PaymentsGrpc {
+    pool: Pool,
+}
+
+impl PaymentsGrpc {
+    /// A service over the payments database.
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::payments_server::Payments for PaymentsGrpc {
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn create_account(
+        &self,
+        request: Request<pb::CreateAccountRequest>,
+    ) -> Result<Response<pb::CreateAccountResponse>, Status> {
+        let req = request.into_inner();
+        let user = UserId::parse(&req.user_id).map_err(invalid)?;
+        let key = IdempotencyKey::parse_optional(&req.idempotency_key).map_err(invalid)?;
+        let account = accounts::open(&self.pool, user, key)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CreateAccountResponse {
+            account: Some(to_proto(account)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::GetAccountResponse>, Status> {
+        let user = UserId::parse(&request.get_ref().user_id).map_err(invalid)?;
+        let account = accounts::get(&self.pool, user).await.map_err(status)?;
+        Ok(Response::new(pb::GetAccountResponse {
+            account: Some(to_proto(account)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn top_up(
+        &self,
+        request: Request<pb::TopUpRequest>,
+    ) -> Result<Response<pb::TopUpResponse>, Status> {
+        let req = request.into_inner();
+        let user = UserId::parse(&req.user_id).map_err(invalid)?;
+        let amount = Amount::try_from(req.amount).map_err(invalid)?;
+        let key = IdempotencyKey::parse_optional(&req.idempotency_key).map_err(invalid)?;
+        let account = accounts::top_up(&self.pool, user, amount, key)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::TopUpResponse {
+            account: Some(to_proto(account)),
+        }))
+    }
+}
+
+fn to_proto(account: Account) -> pb::Account {
+    pb::Account {
+        user_id: account.user_id.to_string(),
+        balance: account.balance,
+        created_at: Some(to_timestamp(account.created_at)),
+        updated_at: Some(to_timestamp(account.updated_at)),
+    }
+}
+
+/// INVALID_ARGUMENT with the value rule that failed.
+pub fn invalid(e: ValueError) -> Status {
+    let code = match e {
+        ValueError::AmountOutOfRange(_) => ErrorCode::InvalidAmount,
+        _ => ErrorCode::ValidationFailed,
+    };
+    code.status(Code::InvalidArgument, e.to_string())
+}
+
+/// The one mapping from use-case errors to gRPC statuses.
+pub fn status(e: AccountError) -> Status {
+    match &e {
+        AccountError::AlreadyExists(_) => {
+            ErrorCode::AccountExists.status(Code::AlreadyExists, e.to_string())
+        }
+        AccountError::NotFound(_) => {
+            ErrorCode::AccountNotFound.status(Code::NotFound, e.to_string())
+        }
+        AccountError::BalanceOverflow { .. } => {
+            ErrorCode::BalanceOverflow.status(Code::FailedPrecondition, e.to_string())
+        }
+        AccountError::IdempotencyKeyReused => {
+            ErrorCode::IdempotencyKeyReused.status(Code::FailedPrecondition, e.to_string())
+        }
+        AccountError::Db(db) if db.is_transient() => {
+            tracing::warn!(error = %db, "database unavailable");
+            ErrorCode::Unavailable.status(Code::Unavailable, "database unavailable, retry later")
+        }
+        AccountError::Db(db) => {
+            tracing::error!(error = %db, "internal error");
+            ErrorCode::Internal.status(Code::Internal, "internal error")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_codes_without_leaking_internals() {
+        let user = UserId::from(uuid::Uuid::nil());
+        let cases = [
+            (
+                AccountError::AlreadyExists(user),
+                Code::AlreadyExists,
+                ErrorCode::AccountExists,
+            ),
+            (
+                AccountError::NotFound(user),
+                Code::NotFound,
+                ErrorCode::AccountNotFound,
+            ),
+            (
+                AccountError::IdempotencyKeyReused,
+                Code::FailedPrecondition,
+                ErrorCode::IdempotencyKeyReused,
+            ),
+        ];
+        for (err, code, error_code) in cases {
+            let s = status(err);
+            assert_eq!(s.code(), code);
+            assert_eq!(ErrorCode::of(&s), Some(error_code));
+        }
+    }
+
+    #[test]
+    fn invalid_amount_has_its_own_code() {
+        let s = invalid(ValueError::AmountOutOfRange(0));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(ErrorCode::of(&s), Some(ErrorCode::InvalidAmount));
+    }
+}

@@ -1,0 +1,213 @@
+//! Value rules every layer agrees on: parsed once at the edge into newtypes,
+//! so code behind the edge never sees an invalid id, amount or key.
+
+use std::fmt;
+use uuid::Uuid;
+
+/// Largest amount of one operation, in minor units (10^12).
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+/// Longest idempotency key, in characters.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+/// Longest order description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 1_000;
+
+/// Why a raw value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("{field} must be a UUID, got {value:?}")]
+    NotAUuid { field: &'static str, value: String },
+    #[error("amount must be between 1 and {MAX_AMOUNT} minor units, got {0}")]
+    AmountOutOfRange(i64),
+    #[error("idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")]
+    BadIdempotencyKey,
+    #[error("description must be at most {MAX_DESCRIPTION_CHARS} characters, got {0}")]
+    DescriptionTooLong(usize),
+}
+
+macro_rules! uuid_id {
+    ($name:ident, $field:literal, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// Parses the text form; `field` names the input in the error.
+            pub fn parse(raw: &str) -> Result<Self, ValueError> {
+                Uuid::parse_str(raw)
+                    .map(Self)
+                    .map_err(|_| ValueError::NotAUuid {
+                        field: $field,
+                        value: raw.chars().take(64).collect(),
+                    })
+            }
+
+            /// The underlying UUID.
+            pub const fn as_uuid(&self) -> &Uuid {
+                &self.0
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(id: Uuid) -> Self {
+                Self(id)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    UserId,
+    "user_id",
+    "The id of a user (and of their account)."
+);
+uuid_id!(
+    OrderId,
+    "order_id",
+    "The id of an order, assigned by the orders service."
+);
+
+impl OrderId {
+    /// A fresh, time-ordered order id.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for OrderId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A money amount of one operation in minor units: `1..=MAX_AMOUNT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Amount(i64);
+
+impl Amount {
+    /// The minor units.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for Amount {
+    type Error = ValueError;
+
+    fn try_from(raw: i64) -> Result<Self, Self::Error> {
+        if (1..=MAX_AMOUNT).contains(&raw) {
+            Ok(Self(raw))
+        } else {
+            Err(ValueError::AmountOutOfRange(raw))
+        }
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A client-chosen key that makes a write safe to retry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// `None` for an empty string (proto3's "absent"), else a checked key.
+    pub fn parse_optional(raw: &str) -> Result<Option<Self>, ValueError> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        if raw.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
+            return Err(ValueError::BadIdempotencyKey);
+        }
+        Ok(Some(Self(raw.to_owned())))
+    }
+
+    /// The key text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An order's free-text description, at most `MAX_DESCRIPTION_CHARS` characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description(String);
+
+impl Description {
+    /// Checks the length in characters (not bytes).
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        let chars = raw.chars().count();
+        if chars > MAX_DESCRIPTION_CHARS {
+            return Err(ValueError::DescriptionTooLong(chars));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amount_accepts_exactly_one_to_max() {
+        assert!(Amount::try_from(1).is_ok());
+        assert!(Amount::try_from(MAX_AMOUNT).is_ok());
+        for bad in [0, -1, MAX_AMOUNT + 1, i64::MIN, i64::MAX] {
+            assert_eq!(
+                Amount::try_from(bad),
+                Err(ValueError::AmountOutOfRange(bad))
+            );
+        }
+    }
+
+    #[test]
+    fn ids_parse_uuids_only() {
+        let id = UserId::parse("1b4e28ba-2fa1-11d2-883f-0016d3cca427");
+        assert!(id.is_ok());
+        assert!(matches!(
+            UserId::parse("nope"),
+            Err(ValueError::NotAUuid {
+                field: "user_id",
+                ..
+            })
+        ));
+        assert!(matches!(
+            OrderId::parse(""),
+            Err(ValueError::NotAUuid {
+                field: "order_id",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn idempotency_key_empty_is_absent_and_long_is_refused() {
+        assert_eq!(IdempotencyKey::parse_optional(""), Ok(None));
+        assert!(IdempotencyKey::parse_optional(&"k".repeat(255)).is_ok());
+        assert_eq!(
+            IdempotencyKey::parse_optional(&"k".repeat(256)),
+            Err(ValueError::BadIdempotencyKey)
+        );
+    }
+
+    #[test]
+    fn description_counts_characters_not_bytes() {
+        assert!(Description::parse(&"é".repeat(1000)).is_ok());
+        assert_eq!(
+            Description::parse(&"a".repeat(1001)),
+            Err(ValueError::DescriptionTooLong(1001))
+        );
+    }
+}

@@ -1,0 +1,102 @@
+# Shared shell helpers for the Makefile's scripts. Source, don't run.
+# shellcheck shell=bash
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/shop-target}"
+TOOLS_DIR="${SHOP_TOOLS_DIR:-$HOME/.cache/shop-tools}"
+RUN_DIR="${SHOP_RUN_DIR:-$ROOT/.run}"
+BIN_DIR="$CARGO_TARGET_DIR/debug"
+PG_URL="${SHOP_PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+BROKER_HOST=127.0.0.1
+BROKER_PORT="${SHOP_BROKER_PORT:-9092}"
+TANSU_VERSION=0.6.0
+export PATH="$TOOLS_DIR/bin:$PATH"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# wait_until DESCRIPTION SECONDS COMMAND...: polls COMMAND until it succeeds or the deadline passes.
+wait_until() {
+  local what="$1" secs="$2"; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then return 1; fi
+    sleep 0.2
+  done
+  log "$what is ready"
+}
+
+ensure_postgres() {
+  if pg_isready -q -h 127.0.0.1 -p 5432; then return; fi
+  log "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+  wait_until PostgreSQL 30 pg_isready -q -h 127.0.0.1 -p 5432 || die "PostgreSQL did not start"
+}
+
+ensure_database() {
+  local name="$1"
+  if [[ "$(psql "$PG_URL" -Atc "SELECT 1 FROM pg_database WHERE datname = '$name'")" != 1 ]]; then
+    log "creating database $name"
+    psql "$PG_URL" -qc "CREATE DATABASE \"$name\""
+  fi
+}
+
+drop_database() {
+  psql "$PG_URL" -qc "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)" >/dev/null
+}
+
+# The Kafka-protocol broker for development and tests (DESIGN.md §7).
+ensure_tansu_installed() {
+  if [[ -x "$TOOLS_DIR/bin/tansu" ]]; then return; fi
+  log "installing tansu $TANSU_VERSION (once, takes several minutes)"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore --root "$TOOLS_DIR"
+}
+
+ensure_grpcurl_installed() {
+  if [[ -x "$TOOLS_DIR/bin/grpcurl" ]]; then return; fi
+  log "installing grpcurl (grpcurl-rs, once)"
+  cargo install grpcurl-rs --locked --root "$TOOLS_DIR"
+}
+
+# Starts tansu unless a broker already listens; records its pid only if we started it.
+ensure_broker() {
+  if port_open "$BROKER_HOST" "$BROKER_PORT"; then return; fi
+  ensure_tansu_installed
+  mkdir -p "$RUN_DIR/logs"
+  log "starting tansu on $BROKER_HOST:$BROKER_PORT (in-memory storage)"
+  nohup "$TOOLS_DIR/bin/tansu" broker \
+    --listener-url "tcp://$BROKER_HOST:$BROKER_PORT" \
+    --advertised-listener-url "tcp://$BROKER_HOST:$BROKER_PORT" \
+    --storage-engine memory://tansu/ >"$RUN_DIR/logs/tansu.log" 2>&1 &
+  echo $! >"$RUN_DIR/tansu.pid"
+  wait_until tansu 30 port_open "$BROKER_HOST" "$BROKER_PORT" || die "tansu did not start; see $RUN_DIR/logs/tansu.log"
+}
+
+pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# start_service NAME ARGS...: runs the built binary NAME in the background.
+start_service() {
+  local name="$1"; shift
+  mkdir -p "$RUN_DIR/logs"
+  if pid_alive "$RUN_DIR/$name.pid"; then log "$name already running"; return; fi
+  nohup "$BIN_DIR/$name" "$@" >"$RUN_DIR/logs/$name.log" 2>&1 &
+  echo $! >"$RUN_DIR/$name.pid"
+}
+
+# stop_pidfile FILE: SIGTERM, wait up to 10 s, then SIGKILL.
+stop_pidfile() {
+  local file="$1" pid
+  [[ -f "$file" ]] || return 0
+  pid="$(cat "$file")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$file"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

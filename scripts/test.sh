@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# `make test`: installs and starts whatever is missing, then runs every check
+# and test: formatting, lints, unit and integration tests, the grpcurl smoke test.
+source "$(dirname "$0")/lib.sh"
+RUN_DIR="$RUN_DIR/test"
+
+ensure_postgres
+ensure_tansu_installed
+ensure_grpcurl_installed
+ensure_broker
+stop_test_broker() { stop_pidfile "$RUN_DIR/tansu.pid"; }
+trap stop_test_broker EXIT
+
+export SHOP_TEST_KAFKA_BROKERS="$BROKER_HOST:$BROKER_PORT"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+log "cargo build"
+cargo build --workspace --bins --quiet
+log "cargo test"
+cargo test --workspace --quiet
+log "grpcurl smoke test"
+"$ROOT/scripts/smoke-grpc.sh"
+log "all tests passed"
