@@ -44,6 +44,22 @@ pub async fn serve(
     Ok(())
 }
 
+/// The status for a failed database call: UNAVAILABLE when retrying may
+/// help, else INTERNAL with no internal text (the cause is logged here, once).
+pub fn db_status(e: &crate::DbError) -> tonic::Status {
+    use shop_proto::error_code::ErrorCode;
+    if e.is_transient() {
+        tracing::warn!(error = %e, "database unavailable");
+        ErrorCode::Unavailable.status(
+            tonic::Code::Unavailable,
+            "database unavailable, retry later",
+        )
+    } else {
+        tracing::error!(error = %e, "internal error");
+        ErrorCode::Internal.status(tonic::Code::Internal, "internal error")
+    }
+}
+
 /// Asks a server's `grpc.health.v1.Health/Check` whether `service` serves
 /// (the empty name means the whole server). Used by `make up` and Docker
 /// health checks, which have no grpcurl.

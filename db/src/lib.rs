@@ -16,6 +16,7 @@ pub mod listen;
 pub mod migrate;
 pub mod outbox;
 pub mod pool;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -12,7 +12,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{Receiver, error::RecvError};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -286,15 +286,25 @@ impl Relay {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(pause) => {}
-                n = wake.recv() => match n {
-                    Ok(Notification::Notify { .. } | Notification::Resync) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => wake = listener.subscribe(),
-                },
+                _ = outbox_written(&mut wake) => {}
             }
         }
         if let Err(e) = self.producer.flush(Duration::from_secs(5)) {
             tracing::warn!(error = %e, "producer flush on shutdown failed");
         }
         tracing::info!("outbox relay stopped");
+    }
+}
+
+/// Resolves when the outbox may have new rows: its NOTIFY, a listener resync,
+/// or missed notifications. Never resolves once the listener is gone (the
+/// polling interval takes over).
+async fn outbox_written(wake: &mut Receiver<Notification>) {
+    loop {
+        match wake.recv().await {
+            Ok(Notification::Notify { channel, .. }) if channel != CHANNEL => continue,
+            Ok(_) | Err(RecvError::Lagged(_)) => return,
+            Err(RecvError::Closed) => std::future::pending::<()>().await,
+        }
     }
 }

@@ -251,3 +251,95 @@ pub async fn wait_group_caught_up(
     )
     .await;
 }
+
+/// A real service application running in this process on port 0, with a
+/// gRPC client connected to it over a real socket.
+#[derive(Debug)]
+pub struct TestService<C> {
+    pub addr: std::net::SocketAddr,
+    pub client: C,
+    pub pool: crate::Pool,
+    pub config: crate::service::ServiceConfig,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub db: std::sync::Arc<TestDb>,
+}
+
+/// Test settings: port 0, the given database, topics and group, quick retries.
+pub fn service_config(
+    db: &TestDb,
+    kafka: crate::kafka::KafkaConfig,
+    group: &str,
+) -> crate::service::ServiceConfig {
+    crate::service::ServiceConfig {
+        listen_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        database: db.config().clone(),
+        kafka,
+        relay: crate::outbox::RelayConfig::default(),
+        inbox: crate::inbox::InboxConfig {
+            group_id: group.to_owned(),
+            max_attempts: 3,
+            retry_min: Duration::from_millis(20),
+            retry_max: Duration::from_millis(200),
+        },
+        log_format: crate::LogFormat::Text,
+    }
+}
+
+/// Builds and runs application `A` with `config`, then connects `client`.
+pub async fn spawn_service<A, C>(
+    db: std::sync::Arc<TestDb>,
+    config: crate::service::ServiceConfig,
+    client: impl FnOnce(tonic::transport::Channel) -> C,
+) -> TestService<C>
+where
+    A: crate::service::Application,
+{
+    let app = A::build(&config).await.expect("application builds");
+    let addr = app.local_addr().expect("bound");
+    let pool = app.pool().clone();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connects");
+    TestService {
+        addr,
+        client: client(channel),
+        pool,
+        config,
+        shutdown,
+        server,
+        db,
+    }
+}
+
+impl<C> TestService<C> {
+    /// The service's Kafka settings (its topics).
+    pub fn kafka(&self) -> &crate::kafka::KafkaConfig {
+        &self.config.kafka
+    }
+
+    /// Graceful shutdown; panics unless the service stops cleanly.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.server
+            .await
+            .expect("server task")
+            .expect("server stops cleanly");
+    }
+
+    /// The first column of the first row of `sql` (a count, usually).
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        self.pool
+            .get()
+            .await
+            .expect("conn")
+            .query_one(sql, &[])
+            .await
+            .expect("query")
+            .get(0)
+    }
+}

@@ -4,7 +4,8 @@
 use crate::accounts::{self, AccountError};
 use crate::persistence::Account;
 use shop_db::Pool;
-use shop_proto::error_code::ErrorCode;
+use shop_db::grpc::db_status;
+use shop_proto::error_code::{ErrorCode, invalid_argument};
 use shop_proto::payments as pb;
 use shop_proto::time::to_timestamp;
 use shop_proto::values::{Amount, IdempotencyKey, UserId, ValueError};
@@ -82,13 +83,8 @@ fn to_proto(account: Account) -> pb::Account {
     }
 }
 
-/// INVALID_ARGUMENT with the value rule that failed.
-pub fn invalid(e: ValueError) -> Status {
-    let code = match e {
-        ValueError::AmountOutOfRange(_) => ErrorCode::InvalidAmount,
-        _ => ErrorCode::ValidationFailed,
-    };
-    code.status(Code::InvalidArgument, e.to_string())
+fn invalid(e: ValueError) -> Status {
+    invalid_argument(&e)
 }
 
 /// The one mapping from use-case errors to gRPC statuses.
@@ -106,14 +102,7 @@ pub fn status(e: AccountError) -> Status {
         AccountError::IdempotencyKeyReused => {
             ErrorCode::IdempotencyKeyReused.status(Code::FailedPrecondition, e.to_string())
         }
-        AccountError::Db(db) if db.is_transient() => {
-            tracing::warn!(error = %db, "database unavailable");
-            ErrorCode::Unavailable.status(Code::Unavailable, "database unavailable, retry later")
-        }
-        AccountError::Db(db) => {
-            tracing::error!(error = %db, "internal error");
-            ErrorCode::Internal.status(Code::Internal, "internal error")
-        }
+        AccountError::Db(db) => db_status(db),
     }
 }
 
@@ -146,12 +135,5 @@ mod tests {
             assert_eq!(s.code(), code);
             assert_eq!(ErrorCode::of(&s), Some(error_code));
         }
-    }
-
-    #[test]
-    fn invalid_amount_has_its_own_code() {
-        let s = invalid(ValueError::AmountOutOfRange(0));
-        assert_eq!(s.code(), Code::InvalidArgument);
-        assert_eq!(ErrorCode::of(&s), Some(ErrorCode::InvalidAmount));
     }
 }

@@ -2,14 +2,12 @@
 //! debits for orders arrive through Kafka (see `ledger`).
 
 pub mod accounts;
-pub mod config;
 pub mod grpc;
 pub mod ledger;
 pub mod persistence;
 pub mod startup;
 
-pub use config::PaymentsConfig;
-pub use startup::Application;
+pub use startup::{Application, PaymentsConfig};
 
 /// Embedded SQL migrations of the payments database.
 pub mod migrations {

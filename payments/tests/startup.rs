@@ -2,6 +2,7 @@
 
 mod helpers;
 
+use shop_db::service::Application as _;
 use shop_db::{DbConfig, migrate, testing::TestDb};
 use shop_payments::{Application, startup::migrations};
 use std::process::Command;
@@ -30,7 +31,8 @@ async fn migrations_run_twice_are_a_no_op() {
 #[tokio::test]
 async fn unreachable_database_fails_with_a_clear_error() {
     let db = TestDb::create("unused").await;
-    let mut config = helpers::config(&db, shop_db::testing::kafka_config(1), "unused");
+    let mut config =
+        shop_db::testing::service_config(&db, shop_db::testing::kafka_config(1), "unused");
     config.database = DbConfig {
         url: "postgres://postgres@127.0.0.1:1/payments".to_owned(),
         pool_size: 2,

@@ -77,6 +77,15 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
+/// INVALID_ARGUMENT for a value rule that failed; amounts have their own code.
+pub fn invalid_argument(e: &crate::values::ValueError) -> Status {
+    let code = match e {
+        crate::values::ValueError::AmountOutOfRange(_) => ErrorCode::InvalidAmount,
+        _ => ErrorCode::ValidationFailed,
+    };
+    code.status(Code::InvalidArgument, e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +97,15 @@ mod tests {
             assert_eq!(ErrorCode::of(&status), Some(code));
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
         }
+    }
+
+    #[test]
+    fn invalid_amount_has_its_own_code() {
+        let s = invalid_argument(&crate::values::ValueError::AmountOutOfRange(0));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(ErrorCode::of(&s), Some(ErrorCode::InvalidAmount));
+        let s = invalid_argument(&crate::values::ValueError::BadIdempotencyKey);
+        assert_eq!(ErrorCode::of(&s), Some(ErrorCode::ValidationFailed));
     }
 
     #[test]

@@ -1,0 +1,215 @@
+//! The `shop.orders.v1.Orders` gRPC service: converts requests into checked
+//! values, calls the use cases and maps their errors to statuses once.
+
+use crate::domain::{CancelReason, NewOrder, Order, Status as OrderStatus};
+use crate::orders::{self, OrderError};
+use crate::watch;
+use shop_db::Pool;
+use shop_db::grpc::db_status;
+use shop_db::listen::Listener;
+use shop_proto::error_code::{ErrorCode, invalid_argument};
+use shop_proto::orders as pb;
+use shop_proto::time::to_timestamp;
+use shop_proto::values::{Amount, Description, IdempotencyKey, OrderId, UserId};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status};
+
+pub use pb::orders_server::OrdersServer;
+
+/// The gRPC front of the order use cases.
+#[derive(Debug, Clone)]
+pub struct OrdersGrpc {
+    pool: Pool,
+    listener: Listener,
+    requests_topic: String,
+    shutdown: CancellationToken,
+}
+
+impl OrdersGrpc {
+    /// A service over the orders database; watchers end on `shutdown`.
+    pub fn new(
+        pool: Pool,
+        listener: Listener,
+        requests_topic: &str,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            pool,
+            listener,
+            requests_topic: requests_topic.to_owned(),
+            shutdown,
+        }
+    }
+}
+
+type WatchStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<pb::WatchOrderResponse, Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl pb::orders_server::Orders for OrdersGrpc {
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn create_order(
+        &self,
+        request: Request<pb::CreateOrderRequest>,
+    ) -> Result<Response<pb::CreateOrderResponse>, Status> {
+        let new = new_order(request.into_inner())?;
+        let order = orders::create(&self.pool, &self.requests_topic, new)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CreateOrderResponse {
+            order: Some(to_proto(order)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::GetOrderResponse>, Status> {
+        let id = OrderId::parse(&request.get_ref().order_id).map_err(|e| invalid_argument(&e))?;
+        let order = orders::get(&self.pool, id).await.map_err(status)?;
+        Ok(Response::new(pb::GetOrderResponse {
+            order: Some(to_proto(order)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        let req = request.into_inner();
+        let user = UserId::parse(&req.user_id).map_err(|e| invalid_argument(&e))?;
+        let (page, next) = orders::list(&self.pool, user, req.limit, &req.cursor)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListOrdersResponse {
+            orders: page.into_iter().map(to_proto).collect(),
+            next_cursor: next.unwrap_or_default(),
+        }))
+    }
+
+    type WatchOrderStream = WatchStream;
+
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    async fn watch_order(
+        &self,
+        request: Request<pb::WatchOrderRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let id = OrderId::parse(&request.get_ref().order_id).map_err(|e| invalid_argument(&e))?;
+        let changes = watch::watch(self.pool.clone(), &self.listener, id, self.shutdown.clone())
+            .await
+            .map_err(status)?;
+        let stream = ReceiverStream::new(changes).map(|change| {
+            change
+                .map(|order| pb::WatchOrderResponse {
+                    order: Some(to_proto(order)),
+                })
+                .map_err(status)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn new_order(req: pb::CreateOrderRequest) -> Result<NewOrder, Status> {
+    let invalid = |e| invalid_argument(&e);
+    Ok(NewOrder {
+        user_id: UserId::parse(&req.user_id).map_err(invalid)?,
+        amount: Amount::try_from(req.amount).map_err(invalid)?,
+        description: Description::parse(&req.description).map_err(invalid)?,
+        idempotency_key: IdempotencyKey::parse_optional(&req.idempotency_key).map_err(invalid)?,
+    })
+}
+
+/// The proto form of an order.
+pub fn to_proto(order: Order) -> pb::Order {
+    let (status, reason) = match order.status {
+        OrderStatus::New => (pb::OrderStatus::New, pb::CancelReason::Unspecified),
+        OrderStatus::Finished => (pb::OrderStatus::Finished, pb::CancelReason::Unspecified),
+        OrderStatus::Cancelled(CancelReason::InsufficientFunds) => (
+            pb::OrderStatus::Cancelled,
+            pb::CancelReason::InsufficientFunds,
+        ),
+        OrderStatus::Cancelled(CancelReason::AccountNotFound) => (
+            pb::OrderStatus::Cancelled,
+            pb::CancelReason::AccountNotFound,
+        ),
+    };
+    pb::Order {
+        order_id: order.id.to_string(),
+        user_id: order.user_id.to_string(),
+        amount: order.amount,
+        description: order.description,
+        status: status.into(),
+        cancel_reason: reason.into(),
+        created_at: Some(to_timestamp(order.created_at)),
+        updated_at: Some(to_timestamp(order.updated_at)),
+    }
+}
+
+/// The one mapping from use-case errors to gRPC statuses.
+pub fn status(e: OrderError) -> Status {
+    match &e {
+        OrderError::NotFound(_) => ErrorCode::OrderNotFound.status(Code::NotFound, e.to_string()),
+        OrderError::IdempotencyKeyReused => {
+            ErrorCode::IdempotencyKeyReused.status(Code::FailedPrecondition, e.to_string())
+        }
+        OrderError::BadLimit(_) | OrderError::BadCursor => {
+            ErrorCode::ValidationFailed.status(Code::InvalidArgument, e.to_string())
+        }
+        OrderError::Db(db) => db_status(db),
+        OrderError::Corrupt(c) => {
+            tracing::error!(error = %c, "corrupt order row");
+            ErrorCode::Internal.status(Code::Internal, "internal error")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_codes() {
+        let id = OrderId::new();
+        let cases = [
+            (
+                OrderError::NotFound(id),
+                Code::NotFound,
+                ErrorCode::OrderNotFound,
+            ),
+            (
+                OrderError::IdempotencyKeyReused,
+                Code::FailedPrecondition,
+                ErrorCode::IdempotencyKeyReused,
+            ),
+            (
+                OrderError::BadLimit(1000),
+                Code::InvalidArgument,
+                ErrorCode::ValidationFailed,
+            ),
+            (
+                OrderError::BadCursor,
+                Code::InvalidArgument,
+                ErrorCode::ValidationFailed,
+            ),
+        ];
+        for (err, code, error_code) in cases {
+            let s = status(err);
+            assert_eq!(s.code(), code);
+            assert_eq!(ErrorCode::of(&s), Some(error_code));
+        }
+    }
+
+    #[test]
+    fn corrupt_rows_do_not_leak() {
+        let s = status(OrderError::Corrupt(
+            crate::persistence::RowError::BadStatus("X".into()),
+        ));
+        assert_eq!(s.code(), Code::Internal);
+        assert_eq!(s.message(), "internal error");
+    }
+}

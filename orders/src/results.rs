@@ -1,0 +1,103 @@
+//! Applies `PaymentCompleted` through the inbox (DESIGN.md §5.4): the order
+//! moves from NEW to its final status in the inbox transaction; the status
+//! trigger NOTIFYs watchers on commit. A final status never changes.
+
+use crate::domain::{CancelReason, Status};
+use crate::persistence;
+use shop_db::Transaction;
+use shop_db::inbox::{Delivery, HandleError, Handler};
+use shop_proto::events::{DeclineReason, PaymentCompleted, PaymentOutcome};
+use shop_proto::values::OrderId;
+use uuid::Uuid;
+
+/// The status a payment result leads to.
+pub fn status_of(event: &PaymentCompleted) -> Result<Status, HandleError> {
+    match (event.outcome(), event.cancel_reason()) {
+        (PaymentOutcome::Paid, _) => Ok(Status::Finished),
+        (PaymentOutcome::Declined, DeclineReason::InsufficientFunds) => {
+            Ok(Status::Cancelled(CancelReason::InsufficientFunds))
+        }
+        (PaymentOutcome::Declined, DeclineReason::AccountNotFound) => {
+            Ok(Status::Cancelled(CancelReason::AccountNotFound))
+        }
+        (outcome, reason) => Err(HandleError::Permanent(format!(
+            "PaymentCompleted with outcome {outcome:?} and reason {reason:?}"
+        ))),
+    }
+}
+
+/// Consumes `PaymentCompleted`.
+#[derive(Debug, Clone, Default)]
+pub struct PaymentResultHandler;
+
+impl Handler for PaymentResultHandler {
+    type Event = PaymentCompleted;
+
+    fn event_id(event: &PaymentCompleted) -> Option<Uuid> {
+        Uuid::parse_str(&event.event_id).ok()
+    }
+
+    async fn handle(
+        &self,
+        tx: &Transaction<'_>,
+        event: PaymentCompleted,
+        _: &Delivery,
+    ) -> Result<(), HandleError> {
+        let order =
+            OrderId::parse(&event.order_id).map_err(|e| HandleError::Permanent(e.to_string()))?;
+        let status = status_of(&event)?;
+        if persistence::finalise(tx, order, status).await? {
+            tracing::info!(order_id = %order, status = status.column(), "order finalised");
+            return Ok(());
+        }
+        match persistence::find(tx, order)
+            .await
+            .map_err(|e| HandleError::Transient(e.to_string()))?
+        {
+            Some(existing) => {
+                tracing::info!(order_id = %order, status = existing.status.column(), "order already final");
+                Ok(())
+            }
+            None => Err(HandleError::Permanent(format!(
+                "order {order} does not exist"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(outcome: PaymentOutcome, reason: DeclineReason) -> PaymentCompleted {
+        PaymentCompleted {
+            outcome: outcome.into(),
+            cancel_reason: reason.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn outcomes_map_to_final_statuses() {
+        assert_eq!(
+            status_of(&event(PaymentOutcome::Paid, DeclineReason::Unspecified)).ok(),
+            Some(Status::Finished)
+        );
+        assert_eq!(
+            status_of(&event(
+                PaymentOutcome::Declined,
+                DeclineReason::AccountNotFound
+            ))
+            .ok(),
+            Some(Status::Cancelled(CancelReason::AccountNotFound))
+        );
+        assert!(status_of(&event(PaymentOutcome::Declined, DeclineReason::Unspecified)).is_err());
+        assert!(
+            status_of(&event(
+                PaymentOutcome::Unspecified,
+                DeclineReason::Unspecified
+            ))
+            .is_err()
+        );
+    }
+}

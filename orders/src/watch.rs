@@ -1,0 +1,62 @@
+//! WatchOrder: the order's current state first, then every change, ending
+//! after a final status. Changes arrive as Postgres NOTIFYs (so any replica's
+//! update reaches every watcher); a periodic re-read covers a lost listener.
+
+use crate::domain::Order;
+use crate::orders::{self, OrderError};
+use shop_db::Pool;
+use shop_db::listen::{Listener, Notification};
+use shop_proto::values::OrderId;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The channel the orders status trigger notifies, with the order id as payload.
+pub const CHANNEL: &str = "order_status";
+/// Re-read the order at least this often, whatever the notifications say.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// Starts watching; fails at once (before any stream) if the order is unknown.
+pub async fn watch(
+    pool: Pool,
+    listener: &Listener,
+    id: OrderId,
+    shutdown: CancellationToken,
+) -> Result<mpsc::Receiver<Result<Order, OrderError>>, OrderError> {
+    // Subscribe before the first read so no change can slip in between.
+    let mut changes = listener.subscribe();
+    let first = orders::get(&pool, id).await?;
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        let id_text = id.to_string();
+        let mut last = first.clone();
+        if tx.send(Ok(first)).await.is_err() || last.status.is_final() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(RECHECK) => {}
+                n = changes.recv() => match n {
+                    Ok(Notification::Notify { channel, payload }) if channel != CHANNEL || payload != id_text => continue,
+                    _ => {}
+                },
+            }
+            match orders::get(&pool, id).await {
+                Ok(order) if order != last => {
+                    last = order.clone();
+                    if tx.send(Ok(order)).await.is_err() || last.status.is_final() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
+}

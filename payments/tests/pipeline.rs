@@ -1,0 +1,262 @@
+//! The exactly-once debit: PaymentRequested records produced straight to the
+//! real broker, results read back from the results topic, balances checked in
+//! the real database.
+
+mod helpers;
+
+use helpers::{TestApp, spawn_app, spawn_with};
+use prost::Message as _;
+use rdkafka::Message as _;
+use shop_db::testing::{self, eventually, produce_raw, read_topic};
+use shop_proto::events::{DeclineReason, PaymentCompleted, PaymentOutcome, PaymentRequested};
+use shop_proto::payments::{CreateAccountRequest, GetAccountRequest, TopUpRequest};
+use std::collections::HashMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn funded_account(app: &mut TestApp, balance: i64) -> String {
+    let user = Uuid::new_v4().to_string();
+    app.client
+        .create_account(CreateAccountRequest {
+            user_id: user.clone(),
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect("account");
+    if balance > 0 {
+        app.client
+            .top_up(TopUpRequest {
+                user_id: user.clone(),
+                amount: balance,
+                idempotency_key: String::new(),
+            })
+            .await
+            .expect("top up");
+    }
+    user
+}
+
+async fn balance(app: &mut TestApp, user: &str) -> i64 {
+    app.client
+        .get_account(GetAccountRequest {
+            user_id: user.to_owned(),
+        })
+        .await
+        .expect("account")
+        .into_inner()
+        .account
+        .expect("account")
+        .balance
+}
+
+fn request(order_id: &str, user: &str, amount: i64) -> PaymentRequested {
+    PaymentRequested {
+        event_id: Uuid::new_v4().to_string(),
+        order_id: order_id.to_owned(),
+        user_id: user.to_owned(),
+        amount,
+        requested_at: None,
+    }
+}
+
+async fn send(app: &TestApp, event: &PaymentRequested) {
+    let kafka = app.kafka();
+    produce_raw(
+        kafka,
+        &kafka.topics.requests,
+        &event.user_id,
+        &event.encode_to_vec(),
+        &[
+            ("event-id", &event.event_id),
+            ("event-type", "shop.events.v1.PaymentRequested"),
+        ],
+    )
+    .await;
+}
+
+async fn results(app: &TestApp, count: usize) -> Vec<PaymentCompleted> {
+    let kafka = app.kafka();
+    read_topic(kafka, &kafka.topics.results, count, WAIT)
+        .await
+        .iter()
+        .map(|m| PaymentCompleted::decode(m.payload().unwrap_or_default()).expect("decodes"))
+        .collect()
+}
+
+fn by_order(results: &[PaymentCompleted]) -> HashMap<String, (PaymentOutcome, DeclineReason)> {
+    results
+        .iter()
+        .map(|r| (r.order_id.clone(), (r.outcome(), r.cancel_reason())))
+        .collect()
+}
+
+#[tokio::test]
+async fn paid_insufficient_and_unknown_account() {
+    let mut app = spawn_app().await;
+    let rich = funded_account(&mut app, 1_000).await;
+    let nobody = Uuid::new_v4().to_string();
+    let (paid, poor, missing) = (
+        Uuid::new_v4().to_string(),
+        Uuid::new_v4().to_string(),
+        Uuid::new_v4().to_string(),
+    );
+    send(&app, &request(&paid, &rich, 600)).await;
+    send(&app, &request(&poor, &rich, 600)).await;
+    send(&app, &request(&missing, &nobody, 10)).await;
+
+    let outcomes = by_order(&results(&app, 3).await);
+    assert_eq!(
+        outcomes[&paid],
+        (PaymentOutcome::Paid, DeclineReason::Unspecified)
+    );
+    assert_eq!(
+        outcomes[&poor],
+        (PaymentOutcome::Declined, DeclineReason::InsufficientFunds)
+    );
+    assert_eq!(
+        outcomes[&missing],
+        (PaymentOutcome::Declined, DeclineReason::AccountNotFound)
+    );
+    assert_eq!(balance(&mut app, &rich).await, 400);
+    assert_eq!(app.scalar("SELECT count(*) FROM payments").await, 3);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_request_delivered_three_times_debits_once() {
+    let mut app = spawn_app().await;
+    let user = funded_account(&mut app, 1_000).await;
+    let order = Uuid::new_v4().to_string();
+    let event = request(&order, &user, 300);
+    for _ in 0..3 {
+        send(&app, &event).await;
+    }
+    // A marker behind the duplicates on the same partition (same key).
+    let marker = Uuid::new_v4().to_string();
+    send(&app, &request(&marker, &user, 1)).await;
+    let outcomes = results(&app, 2).await;
+    assert_eq!(outcomes.len(), 2);
+    assert_eq!(balance(&mut app, &user).await, 699);
+    assert_eq!(app.scalar("SELECT count(*) FROM payments").await, 2);
+    assert_eq!(app.scalar("SELECT count(*) FROM inbox").await, 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_decision_is_sticky_after_a_later_top_up() {
+    let mut app = spawn_app().await;
+    let user = funded_account(&mut app, 100).await;
+    let order = Uuid::new_v4().to_string();
+    send(&app, &request(&order, &user, 500)).await;
+    let first = results(&app, 1).await;
+    assert_eq!(first[0].outcome(), PaymentOutcome::Declined);
+
+    app.client
+        .top_up(TopUpRequest {
+            user_id: user.clone(),
+            amount: 10_000,
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect("top up");
+    // Same order, new event id: as if the inbox row had been cleaned up.
+    send(&app, &request(&order, &user, 500)).await;
+    let both = results(&app, 2).await;
+    assert!(
+        both.iter()
+            .all(|r| r.cancel_reason() == DeclineReason::InsufficientFunds),
+        "{both:?}"
+    );
+    assert_eq!(balance(&mut app, &user).await, 10_100);
+    assert_eq!(app.scalar("SELECT count(*) FROM payments").await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_orders_on_an_account_funded_for_seven() {
+    let mut app = spawn_app().await;
+    let user = funded_account(&mut app, 700).await;
+    let orders: Vec<_> = (0..50)
+        .map(|_| request(&Uuid::new_v4().to_string(), &user, 100))
+        .collect();
+    futures::future::join_all(orders.iter().map(|o| send(&app, o))).await;
+    let outcomes = results(&app, 50).await;
+    let paid = outcomes
+        .iter()
+        .filter(|r| r.outcome() == PaymentOutcome::Paid)
+        .count();
+    let declined = outcomes
+        .iter()
+        .filter(|r| r.cancel_reason() == DeclineReason::InsufficientFunds)
+        .count();
+    assert_eq!((paid, declined), (7, 43));
+    assert_eq!(balance(&mut app, &user).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn poison_message_is_dead_lettered_and_the_partition_moves_on() {
+    let mut app = spawn_app().await;
+    let user = funded_account(&mut app, 100).await;
+    let kafka = app.kafka().clone();
+    // Same key as the valid request, so both land on one partition, poison first.
+    produce_raw(
+        &kafka,
+        &kafka.topics.requests,
+        &user,
+        b"\xff\x00garbage",
+        &[],
+    )
+    .await;
+    let order = Uuid::new_v4().to_string();
+    send(&app, &request(&order, &user, 40)).await;
+
+    let outcomes = results(&app, 1).await;
+    assert_eq!(outcomes[0].order_id, order);
+    assert_eq!(balance(&mut app, &user).await, 60);
+    assert_eq!(app.scalar("SELECT count(*) FROM dead_letters").await, 1);
+    let pool = app.pool.clone();
+    assert_eq!(
+        shop_db::dead_letter::pending(&pool).await.expect("count"),
+        1
+    );
+
+    // Replay goes through the outbox back to the topic (and, still garbage,
+    // is parked again at its new offset).
+    assert_eq!(
+        shop_db::dead_letter::replay_all(&pool)
+            .await
+            .expect("replay"),
+        1
+    );
+    eventually("the replayed poison to be parked again", WAIT, || {
+        let app = &app;
+        async move { (app.scalar("SELECT count(*) FROM dead_letters").await == 2).then_some(()) }
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn replaying_the_whole_topic_in_a_new_group_changes_nothing() {
+    let mut app = spawn_app().await;
+    let user = funded_account(&mut app, 1_000).await;
+    for amount in [100, 200, 300, 900] {
+        send(&app, &request(&Uuid::new_v4().to_string(), &user, amount)).await;
+    }
+    results(&app, 4).await;
+    assert_eq!(balance(&mut app, &user).await, 400);
+    let kafka = app.kafka().clone();
+    let db = app.db.clone();
+    app.stop().await;
+
+    let group = testing::unique_group("replay");
+    let mut again = spawn_with(db, kafka.clone(), &group).await;
+    testing::wait_group_caught_up(&kafka, &group, &kafka.topics.requests, WAIT).await;
+    assert_eq!(balance(&mut again, &user).await, 400);
+    assert_eq!(again.scalar("SELECT count(*) FROM payments").await, 4);
+    assert_eq!(again.scalar("SELECT count(*) FROM outbox").await, 4);
+    again.stop().await;
+}
