@@ -5,11 +5,12 @@
 //! are parked in `dead_letters` after a bounded number of attempts.
 
 use crate::backoff::Backoff;
+use crate::kafka;
 use crate::{ConfigError, DbError, Env, Pool, Transaction, dead_letter};
-use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -76,11 +77,37 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), HandleError>> + Send;
 }
 
-/// How the consumer retries.
+/// How a consumer gets its partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    /// Kafka group management: replicas share the partitions (the default).
+    Group,
+    /// This instance reads every partition itself, committing offsets under
+    /// the group id. For a single instance, and the workaround for brokers
+    /// that never expire a killed member (tansu, see README). Still exactly
+    /// once with several instances (the inbox deduplicates), only wasteful.
+    All,
+}
+
+impl std::str::FromStr for Assignment {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "group" => Ok(Self::Group),
+            "all" => Ok(Self::All),
+            other => Err(format!("expected `group` or `all`, got `{other}`")),
+        }
+    }
+}
+
+/// How the consumer gets partitions and retries.
 #[derive(Debug, Clone)]
 pub struct InboxConfig {
     /// `{PREFIX}CONSUMER_GROUP`.
     pub group_id: String,
+    /// `{PREFIX}CONSUMER_ASSIGNMENT`: `group` (default) or `all`.
+    pub assignment: Assignment,
     /// `{PREFIX}INBOX_MAX_ATTEMPTS`: attempts before a failing message is dead-lettered.
     pub max_attempts: u32,
     /// First and largest delay between attempts.
@@ -97,6 +124,7 @@ impl InboxConfig {
         }
         Ok(Self {
             group_id: env.string_or("CONSUMER_GROUP", default_group),
+            assignment: env.parse_or("CONSUMER_ASSIGNMENT", Assignment::Group)?,
             max_attempts,
             retry_min: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
@@ -107,7 +135,7 @@ impl InboxConfig {
 /// Consumes one topic into one database through a [`Handler`].
 pub struct InboxConsumer<H> {
     pool: Pool,
-    consumer: StreamConsumer,
+    consumer: kafka::Consumer,
     topic: String,
     handler: H,
     config: InboxConfig,
@@ -132,7 +160,7 @@ impl<H: Handler> InboxConsumer<H> {
     /// [`crate::kafka::KafkaConfig::consumer`] (offsets stored by hand).
     pub fn new(
         pool: Pool,
-        consumer: StreamConsumer,
+        consumer: kafka::Consumer,
         topic: &str,
         handler: H,
         config: InboxConfig,
@@ -149,7 +177,7 @@ impl<H: Handler> InboxConsumer<H> {
     /// Consumes until `shutdown`; finishes the message in flight, then
     /// commits the stored offsets.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), KafkaError> {
-        self.consumer.subscribe(&[&self.topic])?;
+        self.take_partitions()?;
         tracing::info!(topic = %self.topic, group = %self.config.group_id, "inbox consumer started");
         let mut errors = Backoff::new(self.config.retry_min, self.config.retry_max);
         loop {
@@ -181,6 +209,25 @@ impl<H: Handler> InboxConsumer<H> {
         }
         tracing::info!(topic = %self.topic, "inbox consumer stopped");
         Ok(())
+    }
+
+    fn take_partitions(&self) -> Result<(), KafkaError> {
+        match self.config.assignment {
+            Assignment::Group => self.consumer.subscribe(&[&self.topic]),
+            Assignment::All => {
+                let metadata = self
+                    .consumer
+                    .fetch_metadata(Some(&self.topic), Duration::from_secs(10))?;
+                let mut partitions = TopicPartitionList::new();
+                for topic in metadata.topics() {
+                    for p in topic.partitions() {
+                        partitions.add_partition_offset(topic.name(), p.id(), Offset::Stored)?;
+                    }
+                }
+                tracing::info!(topic = %self.topic, partitions = partitions.count(), "reading every partition");
+                self.consumer.assign(&partitions)
+            }
+        }
     }
 
     /// Applies or parks one message. `false` means shutdown interrupted the

@@ -8,8 +8,8 @@
 use crate::{ConfigError, Env};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use std::time::Duration;
@@ -109,7 +109,7 @@ impl KafkaConfig {
     /// A consumer in `group_id` that never stores an offset by itself: the
     /// inbox stores each offset after its database commit, and librdkafka
     /// commits stored offsets in the background and on close.
-    pub fn consumer(&self, group_id: &str) -> Result<StreamConsumer, KafkaError> {
+    pub fn consumer(&self, group_id: &str) -> Result<Consumer, KafkaError> {
         let mut config = self.base();
         config
             .set("group.id", group_id)
@@ -120,7 +120,7 @@ impl KafkaConfig {
         for (k, v) in &self.consumer {
             config.set(k, v);
         }
-        config.create()
+        config.create_with_context(LoggingContext)
     }
 
     /// Creates `topics` with the configured layout; existing ones are left alone.
@@ -149,6 +149,33 @@ impl KafkaConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// A consumer that logs its partition assignments.
+pub type Consumer = StreamConsumer<LoggingContext>;
+
+/// Logs rebalances: which partitions this member owns is the first question
+/// when a consumer seems stuck.
+#[derive(Debug, Clone, Copy)]
+pub struct LoggingContext;
+
+impl ClientContext for LoggingContext {}
+
+impl ConsumerContext for LoggingContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let partitions: Vec<String> = list
+                    .elements()
+                    .iter()
+                    .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+                    .collect();
+                tracing::info!(partitions = %partitions.join(","), "partitions assigned");
+            }
+            Rebalance::Revoke(list) => tracing::info!(count = list.count(), "partitions revoked"),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
     }
 }
 

@@ -253,6 +253,7 @@ mod tests {
             ("DEMO_RELAY_BATCH_SIZE", "-1"),
             ("DEMO_RELAY_POLL_INTERVAL_MS", "soon"),
             ("DEMO_INBOX_MAX_ATTEMPTS", "0"),
+            ("DEMO_CONSUMER_ASSIGNMENT", "some"),
             ("DEMO_KAFKA_CONSUMER_PROPERTIES", "novalue"),
         ] {
             let err = ServiceConfig::from_env(&SPEC, &Env::from_pairs("DEMO_", [(var, value)]))

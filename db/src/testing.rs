@@ -278,6 +278,7 @@ pub fn service_config(
         relay: crate::outbox::RelayConfig::default(),
         inbox: crate::inbox::InboxConfig {
             group_id: group.to_owned(),
+            assignment: crate::inbox::Assignment::Group,
             max_attempts: 3,
             retry_min: Duration::from_millis(20),
             retry_max: Duration::from_millis(200),

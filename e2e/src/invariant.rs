@@ -1,0 +1,133 @@
+//! The invariant of DESIGN.md §5, checked from the two databases at a quiet
+//! moment: every order is final; every order has exactly one ledger row whose
+//! decision matches the order's status; and for every user
+//! `balance == Σ credits − Σ amounts of FINISHED orders`.
+
+use shop_db::Pool;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// What the check saw.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub orders: usize,
+    pub finished: usize,
+    pub cancelled: usize,
+    pub users: usize,
+}
+
+/// How many orders are still NEW.
+pub async fn pending_orders(orders: &Pool) -> i64 {
+    let client = orders.get().await.expect("orders db");
+    client
+        .query_one("SELECT count(*) FROM orders WHERE status = 'NEW'", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+/// Checks everything; returns the violations (empty when all holds).
+pub async fn check(orders: &Pool, payments: &Pool) -> (Summary, Vec<String>) {
+    let orders = orders.get().await.expect("orders db");
+    let payments = payments.get().await.expect("payments db");
+    let mut problems = Vec::new();
+    let mut summary = Summary::default();
+
+    let order_rows = orders
+        .query(
+            "SELECT id, user_id, amount, status, cancel_reason FROM orders",
+            &[],
+        )
+        .await
+        .expect("orders");
+    let ledger: HashMap<Uuid, String> = payments
+        .query(
+            "SELECT order_id, coalesce(outcome, 'UNDECIDED') FROM payments",
+            &[],
+        )
+        .await
+        .expect("ledger")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut finished_by_user: HashMap<Uuid, i64> = HashMap::new();
+    for row in &order_rows {
+        let (id, user, amount): (Uuid, Uuid, i64) = (row.get(0), row.get(1), row.get(2));
+        let (status, reason): (String, Option<String>) = (row.get(3), row.get(4));
+        summary.orders += 1;
+        let expected = match (status.as_str(), reason.as_deref()) {
+            ("FINISHED", _) => {
+                summary.finished += 1;
+                *finished_by_user.entry(user).or_default() += amount;
+                "PAID"
+            }
+            ("CANCELLED", Some(r)) => {
+                summary.cancelled += 1;
+                r
+            }
+            _ => {
+                problems.push(format!("order {id} is not final: {status}"));
+                continue;
+            }
+        };
+        match ledger.get(&id) {
+            Some(outcome) if outcome == expected => {}
+            Some(outcome) => problems.push(format!(
+                "order {id} is {status}/{reason:?} but the ledger says {outcome}"
+            )),
+            None => problems.push(format!("order {id} has no ledger row")),
+        }
+    }
+    if ledger.len() != order_rows.len() {
+        problems.push(format!(
+            "{} ledger rows for {} orders",
+            ledger.len(),
+            order_rows.len()
+        ));
+    }
+
+    let accounts = payments
+        .query(
+            "SELECT a.user_id, a.balance, coalesce((SELECT sum(amount) FROM credits c WHERE c.user_id = a.user_id), 0)::bigint
+             FROM accounts a",
+            &[],
+        )
+        .await
+        .expect("accounts");
+    for row in &accounts {
+        let (user, balance, credits): (Uuid, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        summary.users += 1;
+        let spent = finished_by_user.get(&user).copied().unwrap_or(0);
+        if balance != credits - spent {
+            problems.push(format!(
+                "user {user}: balance {balance} != credits {credits} - finished {spent}"
+            ));
+        }
+    }
+    (summary, problems)
+}
+
+/// Where the pipeline stands, for failure messages: orders by status, outbox
+/// rows unpublished, inbox rows, ledger rows and dead letters on each side.
+pub async fn diagnose(orders: &Pool, payments: &Pool) -> String {
+    const ORDERS: &str = "SELECT format('orders: %s new, %s final; outbox %s/%s unpublished; inbox %s; dead letters %s',
+        (SELECT count(*) FROM orders WHERE status = 'NEW'), (SELECT count(*) FROM orders WHERE status <> 'NEW'),
+        (SELECT count(*) FROM outbox WHERE published_at IS NULL), (SELECT count(*) FROM outbox),
+        (SELECT count(*) FROM inbox), (SELECT count(*) FROM dead_letters))";
+    const PAYMENTS: &str = "SELECT format('payments: %s ledger rows; outbox %s/%s unpublished; inbox %s; dead letters %s',
+        (SELECT count(*) FROM payments),
+        (SELECT count(*) FROM outbox WHERE published_at IS NULL), (SELECT count(*) FROM outbox),
+        (SELECT count(*) FROM inbox), (SELECT count(*) FROM dead_letters))";
+    let mut out = Vec::new();
+    for (pool, sql) in [(orders, ORDERS), (payments, PAYMENTS)] {
+        let line = match pool.get().await {
+            Ok(client) => match client.query_one(sql, &[]).await {
+                Ok(row) => row.get::<_, String>(0),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        out.push(line);
+    }
+    out.join("\n")
+}

@@ -1,0 +1,167 @@
+//! The backend as it runs in production, in miniature: both service binaries
+//! with their own fresh databases, sharing a private broker and fresh topics.
+
+use crate::broker::Broker;
+use crate::process::{ServiceProcess, free_port};
+use shop_db::testing::TestDb;
+use shop_db::{DbConfig, Pool};
+use shop_proto::orders::orders_client::OrdersClient;
+use shop_proto::payments::payments_client::PaymentsClient;
+use shop_proto::payments::{CreateAccountRequest, TopUpRequest};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Both services, their databases and a broker.
+#[derive(Debug)]
+pub struct Stack {
+    pub broker: Broker,
+    pub orders: ServiceProcess,
+    pub payments: ServiceProcess,
+    pub orders_db: TestDb,
+    pub payments_db: TestDb,
+    pub log_dir: PathBuf,
+}
+
+fn service_env(
+    prefix: &str,
+    addr: SocketAddr,
+    db: &DbConfig,
+    broker: &Broker,
+    run: &str,
+) -> BTreeMap<String, String> {
+    let vars = [
+        ("LISTEN_ADDR", addr.to_string()),
+        ("DATABASE_URL", db.url.clone()),
+        ("KAFKA_BROKERS", broker.address()),
+        ("TOPIC_REQUESTS", format!("{run}.payments.requests")),
+        ("TOPIC_RESULTS", format!("{run}.payments.results")),
+        ("TOPIC_PARTITIONS", "3".to_owned()),
+        (
+            "KAFKA_PRODUCER_PROPERTIES",
+            "batch.num.messages=1".to_owned(),
+        ),
+        (
+            "KAFKA_CONSUMER_PROPERTIES",
+            "session.timeout.ms=6000,heartbeat.interval.ms=500".to_owned(),
+        ),
+        (
+            "CONSUMER_GROUP",
+            format!("{run}.{}", prefix.trim_end_matches('_').to_lowercase()),
+        ),
+        ("RELAY_POLL_INTERVAL_MS", "500".to_owned()),
+        // tansu keeps a killed member in its group forever (see README).
+        ("CONSUMER_ASSIGNMENT", "all".to_owned()),
+        ("LOG_FORMAT", "text".to_owned()),
+    ];
+    let mut env: BTreeMap<_, _> = vars
+        .into_iter()
+        .map(|(k, v)| (format!("{prefix}{k}"), v))
+        .collect();
+    env.insert("RUST_LOG".to_owned(), "info".to_owned());
+    env
+}
+
+impl Stack {
+    /// Starts a broker, creates both databases and starts both services.
+    pub async fn start() -> Self {
+        let run = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+        let log_dir = std::env::temp_dir().join(&run);
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        let broker = Broker::start().await;
+        let orders_db = TestDb::create("e2e_orders").await;
+        let payments_db = TestDb::create("e2e_payments").await;
+        let orders_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let payments_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut payments = ServiceProcess::new(
+            "payments",
+            payments_addr,
+            service_env(
+                "PAYMENTS_",
+                payments_addr,
+                payments_db.config(),
+                &broker,
+                &run,
+            ),
+            &log_dir,
+        );
+        let mut orders = ServiceProcess::new(
+            "orders",
+            orders_addr,
+            service_env("ORDERS_", orders_addr, orders_db.config(), &broker, &run),
+            &log_dir,
+        );
+        payments.start().await;
+        orders.start().await;
+        Self {
+            broker,
+            orders,
+            payments,
+            orders_db,
+            payments_db,
+            log_dir,
+        }
+    }
+
+    fn channel(addr: SocketAddr) -> Channel {
+        Endpoint::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy()
+    }
+
+    /// A client that reconnects by itself when the process restarts.
+    pub fn orders_client(&self) -> OrdersClient<Channel> {
+        OrdersClient::new(Self::channel(self.orders.addr))
+    }
+
+    /// A client that reconnects by itself when the process restarts.
+    pub fn payments_client(&self) -> PaymentsClient<Channel> {
+        PaymentsClient::new(Self::channel(self.payments.addr))
+    }
+
+    /// Pools on both databases, for checks.
+    pub async fn pools(&self) -> (Pool, Pool) {
+        let orders = shop_db::pool::connect(self.orders_db.config())
+            .await
+            .expect("orders db");
+        let payments = shop_db::pool::connect(self.payments_db.config())
+            .await
+            .expect("payments db");
+        (orders, payments)
+    }
+
+    /// Opens `user`'s account and credits `balance` (if positive).
+    pub async fn open_account(&self, user: &str, balance: i64) {
+        let mut payments = self.payments_client();
+        payments
+            .create_account(CreateAccountRequest {
+                user_id: user.to_owned(),
+                idempotency_key: String::new(),
+            })
+            .await
+            .expect("account opens");
+        if balance > 0 {
+            payments
+                .top_up(TopUpRequest {
+                    user_id: user.to_owned(),
+                    amount: balance,
+                    idempotency_key: String::new(),
+                })
+                .await
+                .expect("top up");
+        }
+    }
+
+    /// Both services' logs, for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- orders ---\n{}\n--- payments ---\n{}",
+            self.orders.log_tail(),
+            self.payments.log_tail()
+        )
+    }
+}
