@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/shop-target
 
-.PHONY: up down test build fmt lint tools logs clean-run
+.PHONY: up down test build fmt lint tools logs bench
 
 up: ## build, start PostgreSQL databases, the broker and the services; wait until healthy
 	@scripts/up.sh
@@ -27,3 +27,8 @@ tools: ## install the broker (tansu) and grpcurl into ~/.cache/shop-tools
 
 logs:
 	@tail -n 50 -f .run/logs/*.log
+
+bench: ## end-to-end figures on release builds (ORDERS=n to change the count)
+	@source scripts/lib.sh && ensure_postgres && ensure_tansu_installed
+	cargo build --workspace --bins --release
+	cargo bench -p shop-e2e --bench pipeline

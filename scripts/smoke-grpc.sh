@@ -1,28 +1,37 @@
 #!/usr/bin/env bash
-# Runs the README's grpcurl examples against a real payments process started
-# here on a free port with its own database, and checks their answers.
+# Runs the README's grpcurl examples against real orders and payments
+# processes started here on free ports with their own databases and topics,
+# and checks their answers.
 source "$(dirname "$0")/lib.sh"
+source "$ROOT/scripts/dev.env"
 ensure_grpcurl_installed
 
-port="$(free_port)"
-db="smoke_payments_$$"
+run="smoke_$$"
 workdir="$(mktemp -d)"
 cleanup() {
-  stop_pidfile "$workdir/payments.pid"
-  drop_database "$db" || true
+  for svc in orders payments; do stop_pidfile "$workdir/$svc.pid"; drop_database "${run}_$svc" || true; done
   rm -rf "$workdir"
 }
 trap cleanup EXIT
 
-ensure_database "$db"
-PAYMENTS_LISTEN_ADDR="127.0.0.1:$port" \
-PAYMENTS_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" \
-  nohup "$BIN_DIR/payments" serve >"$workdir/payments.log" 2>&1 &
-echo $! >"$workdir/payments.pid"
-wait_until "payments (smoke, port $port)" 60 "$BIN_DIR/payments" health "127.0.0.1:$port" \
-  || { cat "$workdir/payments.log" >&2; die "payments did not start"; }
+declare -A addr
+for svc in payments orders; do
+  prefix="${svc^^}_"
+  addr[$svc]="127.0.0.1:$(free_port)"
+  ensure_database "${run}_$svc"
+  env "${prefix}LISTEN_ADDR=${addr[$svc]}" \
+      "${prefix}DATABASE_URL=postgres://postgres@127.0.0.1:5432/${run}_$svc" \
+      "${prefix}KAFKA_BROKERS=$BROKER_HOST:$BROKER_PORT" \
+      "${prefix}TOPIC_REQUESTS=$run.payments.requests" \
+      "${prefix}TOPIC_RESULTS=$run.payments.results" \
+    nohup "$BIN_DIR/$svc" serve >"$workdir/$svc.log" 2>&1 &
+  echo $! >"$workdir/$svc.pid"
+  wait_until "$svc (smoke, ${addr[$svc]})" 60 "$BIN_DIR/$svc" health "${addr[$svc]}" \
+    || { cat "$workdir/$svc.log" >&2; die "$svc did not start"; }
+done
 
-addr="127.0.0.1:$port"
+P="${addr[payments]}"
+O="${addr[orders]}"
 user="$(python3 -c 'import uuid; print(uuid.uuid4())')"
 fail=0
 # expect NAME PATTERN COMMAND...: runs COMMAND and checks its output matches PATTERN.
@@ -38,15 +47,27 @@ expect() {
   fi
 }
 
-log "grpcurl smoke test against $addr"
-expect "list services" 'shop\.payments\.v1\.Payments' grpcurl -plaintext "$addr" list
-expect "list has health" 'grpc\.health\.v1\.Health' grpcurl -plaintext "$addr" list
-expect "describe service" 'rpc TopUp' grpcurl -plaintext "$addr" describe shop.payments.v1.Payments
-expect "describe message" 'balance' grpcurl -plaintext "$addr" describe shop.payments.v1.Account
-expect "health check" 'SERVING' grpcurl -plaintext "$addr" grpc.health.v1.Health/Check
-expect "create account" "\"userId\": \"$user\"" grpcurl -plaintext -d "{\"user_id\": \"$user\"}" "$addr" shop.payments.v1.Payments/CreateAccount
-expect "top up" '"balance": "1500"' grpcurl -plaintext -d "{\"user_id\": \"$user\", \"amount\": 1500}" "$addr" shop.payments.v1.Payments/TopUp
-expect "get account" '"balance": "1500"' grpcurl -plaintext -d "{\"user_id\": \"$user\"}" "$addr" shop.payments.v1.Payments/GetAccount
-expect "duplicate account" 'AlreadyExists|ALREADY_EXISTS' grpcurl -plaintext -d "{\"user_id\": \"$user\"}" "$addr" shop.payments.v1.Payments/CreateAccount
-expect "bad amount" 'InvalidArgument|INVALID_ARGUMENT' grpcurl -plaintext -d "{\"user_id\": \"$user\", \"amount\": 0}" "$addr" shop.payments.v1.Payments/TopUp
+log "grpcurl smoke test: payments $P, orders $O"
+expect "payments: list" 'shop\.payments\.v1\.Payments' grpcurl -plaintext "$P" list
+expect "payments: health service listed" 'grpc\.health\.v1\.Health' grpcurl -plaintext "$P" list
+expect "payments: describe" 'rpc TopUp' grpcurl -plaintext "$P" describe shop.payments.v1.Payments
+expect "payments: describe message" 'balance' grpcurl -plaintext "$P" describe shop.payments.v1.Account
+expect "payments: health" 'SERVING' grpcurl -plaintext "$P" grpc.health.v1.Health/Check
+expect "payments: CreateAccount" "\"userId\": \"$user\"" grpcurl -plaintext -d "{\"user_id\": \"$user\"}" "$P" shop.payments.v1.Payments/CreateAccount
+expect "payments: TopUp" '"balance": "1500"' grpcurl -plaintext -d "{\"user_id\": \"$user\", \"amount\": 1500}" "$P" shop.payments.v1.Payments/TopUp
+expect "payments: GetAccount" '"balance": "1500"' grpcurl -plaintext -d "{\"user_id\": \"$user\"}" "$P" shop.payments.v1.Payments/GetAccount
+expect "payments: duplicate account" 'AlreadyExists|ALREADY_EXISTS' grpcurl -plaintext -d "{\"user_id\": \"$user\"}" "$P" shop.payments.v1.Payments/CreateAccount
+expect "payments: bad amount" 'InvalidArgument|INVALID_ARGUMENT' grpcurl -plaintext -d "{\"user_id\": \"$user\", \"amount\": 0}" "$P" shop.payments.v1.Payments/TopUp
+
+expect "orders: list" 'shop\.orders\.v1\.Orders' grpcurl -plaintext "$O" list
+expect "orders: describe" 'rpc WatchOrder' grpcurl -plaintext "$O" describe shop.orders.v1.Orders
+expect "orders: health" 'SERVING' grpcurl -plaintext -d '{"service": "shop.orders.v1.Orders"}' "$O" grpc.health.v1.Health/Check
+created="$(grpcurl -plaintext -d "{\"user_id\": \"$user\", \"amount\": 1000, \"description\": \"coffee\"}" "$O" shop.orders.v1.Orders/CreateOrder 2>&1 || true)"
+order_id="$(grep -oE '"orderId": "[^"]+"' <<<"$created" | cut -d'"' -f4 || true)"
+expect "orders: CreateOrder" 'ORDER_STATUS_NEW' echo "$created"
+settled() { grpcurl -plaintext -d "{\"order_id\": \"$order_id\"}" "$O" shop.orders.v1.Orders/GetOrder | grep -q ORDER_STATUS_FINISHED; }
+if wait_until "order $order_id FINISHED" 30 settled; then printf '  ok    %s\n' "orders: order settles"; else printf '  FAIL  order never FINISHED\n'; fail=1; fi
+expect "orders: WatchOrder ends at final" 'ORDER_STATUS_FINISHED' grpcurl -plaintext -d "{\"order_id\": \"$order_id\"}" "$O" shop.orders.v1.Orders/WatchOrder
+expect "orders: ListOrders" "$order_id" grpcurl -plaintext -d "{\"user_id\": \"$user\", \"limit\": 10}" "$O" shop.orders.v1.Orders/ListOrders
+expect "payments: balance debited" '"balance": "500"' grpcurl -plaintext -d "{\"user_id\": \"$user\"}" "$P" shop.payments.v1.Payments/GetAccount
 exit "$fail"

@@ -4,28 +4,34 @@
 source "$(dirname "$0")/lib.sh"
 source "$ROOT/scripts/dev.env"
 
+SERVICES=(payments orders)
+
 ensure_postgres
-ensure_database payments
+for svc in "${SERVICES[@]}"; do ensure_database "$svc"; done
 ensure_broker
 
 log "building the workspace"
 cargo build --workspace --bins --quiet
 
-log "migrating and starting services"
-"$BIN_DIR/payments" migrate >/dev/null
-start_service payments serve
+for svc in "${SERVICES[@]}"; do
+  mkdir -p "$RUN_DIR/logs"
+  "$BIN_DIR/$svc" migrate >>"$RUN_DIR/logs/$svc.log" 2>&1 || die "$svc migrate failed; see $RUN_DIR/logs/$svc.log"
+  start_service "$svc" serve
+done
 
-health_payments() { "$BIN_DIR/payments" health; }
-if ! wait_until payments 60 health_payments; then
-  tail -n 30 "$RUN_DIR/logs/payments.log" >&2
-  die "payments did not become healthy; see $RUN_DIR/logs/payments.log"
-fi
+for svc in "${SERVICES[@]}"; do
+  if ! wait_until "$svc" 60 "$BIN_DIR/$svc" health; then
+    tail -n 30 "$RUN_DIR/logs/$svc.log" >&2
+    die "$svc did not become healthy; see $RUN_DIR/logs/$svc.log"
+  fi
+done
 
 cat <<INFO
 
-  payments  gRPC  127.0.0.1:50052   (grpcurl -plaintext 127.0.0.1:50052 list)
-  broker    Kafka 127.0.0.1:$BROKER_PORT    (tansu, in memory)
-  postgres        127.0.0.1:5432    (databases: payments)
+  orders    gRPC  127.0.0.1:50051   grpcurl -plaintext 127.0.0.1:50051 list
+  payments  gRPC  127.0.0.1:50052   grpcurl -plaintext 127.0.0.1:50052 list
+  broker    Kafka 127.0.0.1:$BROKER_PORT    tansu, in memory
+  postgres        127.0.0.1:5432    databases orders, payments
   logs            $RUN_DIR/logs/
   stop with       make down
 INFO

@@ -17,13 +17,18 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// A router that already serves health and reflection for every shop proto.
-pub fn base_router() -> Result<(HealthReporter, Router), ServeError> {
+/// A router that already serves health, and reflection that advertises
+/// `service` (a full name such as `shop.orders.v1.Orders`) besides health and
+/// reflection itself; every shop type stays describable.
+pub fn base_router(service: &str) -> Result<(HealthReporter, Router), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(service)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
     };
     let router = tonic::transport::Server::builder()
         .add_service(health)

@@ -67,7 +67,7 @@ impl service::Application for Application {
             &config.kafka.topics.requests,
             shutdown.clone(),
         );
-        let (reporter, router) = grpc::base_router()?;
+        let (reporter, router) = grpc::base_router(SPEC.grpc_service)?;
         reporter.set_serving::<OrdersServer<OrdersGrpc>>().await;
         let parts = Parts {
             notifications,

@@ -55,7 +55,7 @@ impl service::Application for Application {
 
     async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self { foundation, config } = self;
-        let (reporter, router) = grpc::base_router()?;
+        let (reporter, router) = grpc::base_router(SPEC.grpc_service)?;
         reporter.set_serving::<PaymentsServer<PaymentsGrpc>>().await;
         let router = router.add_service(PaymentsServer::new(PaymentsGrpc::new(
             foundation.pool.clone(),
