@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/shop-target
 
-.PHONY: up down test build fmt lint tools logs bench
+.PHONY: up down test build fmt lint tools logs bench openapi
 
 up: ## build, start PostgreSQL databases, the broker and the services; wait until healthy
 	@scripts/up.sh
@@ -32,3 +32,6 @@ bench: ## end-to-end figures on release builds (ORDERS=n to change the count)
 	@source scripts/lib.sh && ensure_postgres && ensure_tansu_installed
 	cargo build --workspace --bins --release
 	cargo bench -p shop-e2e --bench pipeline
+
+openapi: ## regenerate the committed openapi.yaml from the code
+	cargo run -q -p shop-gateway -- openapi > openapi.yaml

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: installs and starts whatever is missing, then runs every check
-# and test: formatting, lints, unit and integration tests, the grpcurl smoke test.
+# and test: formatting, lints, unit, integration, end-to-end and fault tests,
+# the grpcurl smoke test and schemathesis against the gateway.
 source "$(dirname "$0")/lib.sh"
 RUN_DIR="$RUN_DIR/test"
 
@@ -12,6 +13,7 @@ stop_test_broker() { stop_pidfile "$RUN_DIR/tansu.pid"; }
 trap stop_test_broker EXIT
 
 export SHOP_TEST_KAFKA_BROKERS="$BROKER_HOST:$BROKER_PORT"
+export SHOP_TANSU_BIN="$TOOLS_DIR/bin/tansu"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -23,4 +25,6 @@ log "cargo test"
 cargo test --workspace --quiet
 log "grpcurl smoke test"
 "$ROOT/scripts/smoke-grpc.sh"
+log "schemathesis against the gateway"
+"$ROOT/scripts/schemathesis.sh"
 log "all tests passed"

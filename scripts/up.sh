@@ -26,8 +26,20 @@ for svc in "${SERVICES[@]}"; do
   fi
 done
 
+export GATEWAY_LOG_FORMAT="${GATEWAY_LOG_FORMAT:-text}"
+start_service gateway serve
+gateway_ready() { curl -fsS http://127.0.0.1:8080/readyz; }
+if ! wait_until gateway 60 gateway_ready; then
+  tail -n 30 "$RUN_DIR/logs/gateway.log" >&2
+  die "gateway did not become ready; see $RUN_DIR/logs/gateway.log"
+fi
+
 cat <<INFO
 
+  gateway   HTTP  http://127.0.0.1:8080     REST API (curl examples in README.md)
+            docs  http://127.0.0.1:8080/docs           Swagger UI
+            spec  http://127.0.0.1:8080/openapi.yaml   OpenAPI 3.1
+            ops   http://127.0.0.1:8080/healthz  /readyz  /metrics
   orders    gRPC  127.0.0.1:50051   grpcurl -plaintext 127.0.0.1:50051 list
   payments  gRPC  127.0.0.1:50052   grpcurl -plaintext 127.0.0.1:50052 list
   broker    Kafka 127.0.0.1:$BROKER_PORT    tansu, in memory

@@ -116,7 +116,7 @@ pub fn kafka_config(partitions: i32) -> crate::kafka::KafkaConfig {
             .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
         common: Vec::new(),
         producer: vec![("batch.num.messages".to_owned(), "1".to_owned())],
-        consumer: Vec::new(),
+        consumer: vec![("fetch.wait.max.ms".to_owned(), "25".to_owned())],
         topics: crate::kafka::Topics {
             requests: format!("test-{run}.requests"),
             results: format!("test-{run}.results"),

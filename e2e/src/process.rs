@@ -36,10 +36,33 @@ pub fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
+/// How to tell that a process is ready.
+#[derive(Debug, Clone)]
+pub enum Probe {
+    /// `grpc.health.v1.Health/Check` answers SERVING.
+    Grpc,
+    /// `GET http://{addr}{path}` answers 200.
+    Http(&'static str),
+}
+
+impl Probe {
+    async fn ready(&self, addr: SocketAddr) -> bool {
+        match self {
+            Self::Grpc => shop_db::grpc::check_health(addr, "", Duration::from_secs(1))
+                .await
+                .is_ok(),
+            Self::Http(path) => reqwest::get(format!("http://{addr}{path}"))
+                .await
+                .is_ok_and(|r| r.status().is_success()),
+        }
+    }
+}
+
 /// A service binary with its environment.
 #[derive(Debug)]
 pub struct ServiceProcess {
     name: String,
+    probe: Probe,
     env: BTreeMap<String, String>,
     pub addr: SocketAddr,
     log: PathBuf,
@@ -57,6 +80,7 @@ impl ServiceProcess {
     ) -> Self {
         Self {
             name: name.to_owned(),
+            probe: Probe::Grpc,
             env,
             addr,
             log: log_dir.join(format!("{name}.log")),
@@ -65,7 +89,13 @@ impl ServiceProcess {
         }
     }
 
-    /// Spawns the process and waits until its gRPC health check passes.
+    /// Uses `probe` instead of the gRPC health check.
+    pub fn with_probe(mut self, probe: Probe) -> Self {
+        self.probe = probe;
+        self
+    }
+
+    /// Spawns the process and waits until its health check passes.
     pub async fn start(&mut self) {
         let bin = bin_dir().join(&self.name);
         assert!(
@@ -95,10 +125,7 @@ impl ServiceProcess {
     async fn wait_healthy(&mut self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if shop_db::grpc::check_health(self.addr, "", Duration::from_secs(1))
-                .await
-                .is_ok()
-            {
+            if self.probe.ready(self.addr).await {
                 return;
             }
             if let Some(child) = self.child.as_mut()

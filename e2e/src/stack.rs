@@ -2,7 +2,7 @@
 //! with their own fresh databases, sharing a private broker and fresh topics.
 
 use crate::broker::Broker;
-use crate::process::{ServiceProcess, free_port};
+use crate::process::{Probe, ServiceProcess, free_port};
 use shop_db::testing::TestDb;
 use shop_db::{DbConfig, Pool};
 use shop_proto::orders::orders_client::OrdersClient;
@@ -20,6 +20,8 @@ pub struct Stack {
     pub broker: Broker,
     pub orders: ServiceProcess,
     pub payments: ServiceProcess,
+    /// The REST gateway, when started with [`Stack::start_with_gateway`].
+    pub gateway: Option<ServiceProcess>,
     pub orders_db: TestDb,
     pub payments_db: TestDb,
     pub log_dir: PathBuf,
@@ -45,7 +47,7 @@ fn service_env(
         ),
         (
             "KAFKA_CONSUMER_PROPERTIES",
-            "session.timeout.ms=6000,heartbeat.interval.ms=500".to_owned(),
+            "session.timeout.ms=6000,heartbeat.interval.ms=500,fetch.wait.max.ms=25".to_owned(),
         ),
         (
             "CONSUMER_GROUP",
@@ -99,10 +101,41 @@ impl Stack {
             broker,
             orders,
             payments,
+            gateway: None,
             orders_db,
             payments_db,
             log_dir,
         }
+    }
+
+    /// The backend plus the gateway, all three as processes.
+    pub async fn start_with_gateway() -> Self {
+        let mut stack = Self::start().await;
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let env = BTreeMap::from([
+            ("GATEWAY_LISTEN_ADDR".to_owned(), addr.to_string()),
+            (
+                "GATEWAY_ORDERS_URL".to_owned(),
+                format!("http://{}", stack.orders.addr),
+            ),
+            (
+                "GATEWAY_PAYMENTS_URL".to_owned(),
+                format!("http://{}", stack.payments.addr),
+            ),
+            ("GATEWAY_SSE_KEEPALIVE_MS".to_owned(), "1000".to_owned()),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+        ]);
+        let mut gateway = ServiceProcess::new("gateway", addr, env, &stack.log_dir)
+            .with_probe(Probe::Http("/readyz"));
+        gateway.start().await;
+        stack.gateway = Some(gateway);
+        stack
+    }
+
+    /// `http://host:port` of the gateway.
+    pub fn gateway_url(&self) -> String {
+        let gateway = self.gateway.as_ref().expect("started with the gateway");
+        format!("http://{}", gateway.addr)
     }
 
     fn channel(addr: SocketAddr) -> Channel {

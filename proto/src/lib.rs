@@ -26,3 +26,6 @@ pub mod events {
 
 /// Encoded descriptors of every shop proto file, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("shop_descriptor");
+
+/// The protobuf timestamp type used by every message.
+pub use prost_types::Timestamp as TimestampType;

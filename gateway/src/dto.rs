@@ -1,0 +1,198 @@
+//! The JSON shapes of the REST API (DESIGN.md §2) and their conversion from
+//! the gRPC messages, in one place.
+
+use serde::{Deserialize, Serialize};
+use shop_proto::orders as opb;
+use shop_proto::payments as ppb;
+use std::time::SystemTime;
+use utoipa::{IntoParams, ToSchema};
+
+/// A user's account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "user_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "balance": 5000,
+    "created_at": "2026-11-22T11:44:56.738593Z", "updated_at": "2026-11-22T11:44:56.760705Z"
+}))]
+pub struct Account {
+    /// The owner's id (UUID).
+    #[schema(format = Uuid)]
+    pub user_id: String,
+    /// Balance in minor units (cents); never negative.
+    #[schema(minimum = 0)]
+    pub balance: i64,
+    /// When the account was opened (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When the balance last changed (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+/// Where an order is: `NEW` until paid (`FINISHED`) or `CANCELLED`; final statuses never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    New,
+    Finished,
+    Cancelled,
+}
+
+/// Why an order was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CancelReason {
+    InsufficientFunds,
+    AccountNotFound,
+}
+
+/// An order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "order_id": "01a20313-52c7-766a-a3c1-a455e1fec196", "user_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+    "amount": 2500, "description": "coffee beans", "status": "FINISHED", "cancel_reason": null,
+    "created_at": "2026-11-22T11:45:27.751315Z", "updated_at": "2026-11-22T11:45:27.836164Z"
+}))]
+pub struct Order {
+    /// Server-assigned id (UUID).
+    #[schema(format = Uuid)]
+    pub order_id: String,
+    /// The buyer (UUID).
+    #[schema(format = Uuid)]
+    pub user_id: String,
+    /// Price in minor units.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
+    pub amount: i64,
+    /// Free text.
+    pub description: String,
+    /// Current status.
+    pub status: OrderStatus,
+    /// Set only when `status` is `CANCELLED`.
+    pub cancel_reason: Option<CancelReason>,
+    /// When the order was created (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When the status last changed (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+/// One page of a user's orders, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderPage {
+    /// The orders of this page.
+    pub items: Vec<Order>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Body of `POST /api/v1/accounts`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"user_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427"}))]
+pub struct CreateAccount {
+    /// The user's id (UUID), chosen by the client.
+    #[schema(format = Uuid)]
+    pub user_id: String,
+}
+
+/// Body of `POST /api/v1/accounts/{user_id}/top-up`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"amount": 5000}))]
+pub struct TopUp {
+    /// Amount to credit in minor units: an integer from 1 to 10^12.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
+    pub amount: i64,
+}
+
+/// Body of `POST /api/v1/orders`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"user_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "amount": 2500, "description": "coffee beans"}))]
+pub struct CreateOrder {
+    /// The buyer (UUID).
+    #[schema(format = Uuid)]
+    pub user_id: String,
+    /// Price in minor units: an integer from 1 to 10^12.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
+    pub amount: i64,
+    /// Free text, at most 1,000 characters.
+    #[serde(default)]
+    #[schema(max_length = 1000)]
+    pub description: String,
+}
+
+/// Query of `GET /api/v1/orders`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListOrders {
+    /// Whose orders (UUID).
+    pub user_id: String,
+    /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Liveness / readiness answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`, `ready` or `not ready`.
+    pub status: String,
+    /// Whether the orders service answers its health check (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orders: Option<bool>,
+    /// Whether the payments service answers its health check (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payments: Option<bool>,
+}
+
+fn rfc3339(ts: Option<&shop_proto::TimestampType>) -> String {
+    let time = ts.map_or(SystemTime::UNIX_EPOCH, shop_proto::time::from_timestamp);
+    humantime::format_rfc3339_micros(time).to_string()
+}
+
+impl From<ppb::Account> for Account {
+    fn from(a: ppb::Account) -> Self {
+        Self {
+            created_at: rfc3339(a.created_at.as_ref()),
+            updated_at: rfc3339(a.updated_at.as_ref()),
+            user_id: a.user_id,
+            balance: a.balance,
+        }
+    }
+}
+
+impl From<opb::Order> for Order {
+    fn from(o: opb::Order) -> Self {
+        let status = match o.status() {
+            opb::OrderStatus::Finished => OrderStatus::Finished,
+            opb::OrderStatus::Cancelled => OrderStatus::Cancelled,
+            opb::OrderStatus::New | opb::OrderStatus::Unspecified => OrderStatus::New,
+        };
+        let cancel_reason = match o.cancel_reason() {
+            opb::CancelReason::InsufficientFunds => Some(CancelReason::InsufficientFunds),
+            opb::CancelReason::AccountNotFound => Some(CancelReason::AccountNotFound),
+            opb::CancelReason::Unspecified => None,
+        };
+        Self {
+            created_at: rfc3339(o.created_at.as_ref()),
+            updated_at: rfc3339(o.updated_at.as_ref()),
+            order_id: o.order_id,
+            user_id: o.user_id,
+            amount: o.amount,
+            description: o.description,
+            status,
+            cancel_reason,
+        }
+    }
+}
+
+impl Order {
+    /// FINISHED and CANCELLED never change again.
+    pub fn is_final(&self) -> bool {
+        self.status != OrderStatus::New
+    }
+}

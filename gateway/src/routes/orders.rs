@@ -1,0 +1,174 @@
+//! `/api/v1/orders`: create, list, read and watch orders (orders service).
+
+use super::AppState;
+use crate::dto::{CreateOrder, ListOrders, Order, OrderPage};
+use crate::extract::{ApiJson, ApiQuery, IdempotencyKeyHeader, invalid_body, invalid_param};
+use crate::problem::{ApiError, Problem};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use futures::StreamExt;
+use shop_proto::orders as pb;
+use shop_proto::values::{Amount, Description, OrderId, UserId};
+use std::convert::Infallible;
+
+fn order(o: Option<pb::Order>) -> Result<Order, ApiError> {
+    o.map(Order::from)
+        .ok_or_else(|| ApiError::from_grpc(&tonic::Status::internal("response without order")))
+}
+
+/// Create an order; its payment runs asynchronously.
+#[utoipa::path(
+    post, path = "/api/v1/orders", tag = "orders",
+    request_body = CreateOrder,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Scoped per user: the same key with the same body returns the same order; with another body it is 422 `IDEMPOTENCY_KEY_REUSED`")),
+    responses(
+        (status = 202, description = "Order accepted in status NEW; watch it at `/api/v1/orders/{order_id}/events`", body = Order,
+            headers(("Location" = String, description = "URL of the order"))),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`INVALID_AMOUNT`, `IDEMPOTENCY_KEY_REUSED` or another invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The orders service is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_order(
+    State(state): State<AppState>,
+    key: IdempotencyKeyHeader,
+    ApiJson(body): ApiJson<CreateOrder>,
+) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<Order>), ApiError> {
+    let user = UserId::parse(&body.user_id).map_err(invalid_body)?;
+    let amount = Amount::try_from(body.amount).map_err(invalid_body)?;
+    let description = Description::parse(&body.description).map_err(invalid_body)?;
+    let response = state
+        .upstreams
+        .orders
+        .clone()
+        .create_order(pb::CreateOrderRequest {
+            user_id: user.to_string(),
+            amount: amount.get(),
+            description: description.as_str().to_owned(),
+            idempotency_key: key.as_field(),
+        })
+        .await?;
+    let order = order(response.into_inner().order)?;
+    let location = format!("/api/v1/orders/{}", order.order_id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(order),
+    ))
+}
+
+/// The user's orders, newest first, one page at a time.
+#[utoipa::path(
+    get, path = "/api/v1/orders", tag = "orders",
+    params(ListOrders),
+    responses(
+        (status = 200, description = "One page", body = OrderPage),
+        (status = 400, description = "Bad `user_id`, `limit` or `cursor`, or an unknown parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The orders service is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListOrders>,
+) -> Result<Json<OrderPage>, ApiError> {
+    let user = UserId::parse(&query.user_id).map_err(invalid_param)?;
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and 100, got {limit}"
+        )));
+    }
+    let response = state
+        .upstreams
+        .orders
+        .clone()
+        .list_orders(pb::ListOrdersRequest {
+            user_id: user.to_string(),
+            limit,
+            cursor: query.cursor.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(OrderPage {
+        items: response.orders.into_iter().map(Order::from).collect(),
+        next_cursor: Some(response.next_cursor).filter(|c| !c.is_empty()),
+    }))
+}
+
+/// One order with its status.
+#[utoipa::path(
+    get, path = "/api/v1/orders/{order_id}", tag = "orders",
+    params(("order_id" = String, Path, format = Uuid, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 400, description = "`order_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order (`ORDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The orders service is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_order(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<Json<Order>, ApiError> {
+    let id = OrderId::parse(&order_id).map_err(invalid_param)?;
+    let response = state
+        .upstreams
+        .orders
+        .clone()
+        .get_order(pb::GetOrderRequest {
+            order_id: id.to_string(),
+        })
+        .await?;
+    Ok(Json(order(response.into_inner().order)?))
+}
+
+/// Live status as Server-Sent Events: an `order` event with the current state,
+/// then one per change; the stream ends after a final status. Reconnecting
+/// starts again with the current state.
+#[utoipa::path(
+    get, path = "/api/v1/orders/{order_id}/events", tag = "orders",
+    params(("order_id" = String, Path, format = Uuid, description = "The order's id")),
+    responses(
+        (status = 200, description = "`text/event-stream` of `event: order` messages whose data is an Order (JSON); keep-alive comments in between", content_type = "text/event-stream", body = String,
+            example = "event: order\ndata: {\"order_id\":\"01a20313-52c7-766a-a3c1-a455e1fec196\",\"status\":\"NEW\",...}\n\nevent: order\ndata: {\"order_id\":\"01a20313-52c7-766a-a3c1-a455e1fec196\",\"status\":\"FINISHED\",...}\n\n"),
+        (status = 400, description = "`order_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order (`ORDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The orders service is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn order_events(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = OrderId::parse(&order_id).map_err(invalid_param)?;
+    let changes = state
+        .upstreams
+        .orders_stream_client()
+        .watch_order(pb::WatchOrderRequest {
+            order_id: id.to_string(),
+        })
+        .await?
+        .into_inner();
+    let events = changes
+        .map(|change| {
+            let event = match change {
+                Ok(msg) => order(msg.order).map(|o| Event::default().event("order").json_data(o)),
+                Err(status) => Err(ApiError::from_grpc(&status)),
+            };
+            Ok(match event {
+                Ok(Ok(event)) => event,
+                Ok(Err(_)) => Event::default().event("error").data("cannot encode order"),
+                Err(e) => Event::default()
+                    .event("error")
+                    .json_data(e.problem())
+                    .unwrap_or_else(|_| Event::default().event("error")),
+            })
+        })
+        .take_until(state.shutdown.clone().cancelled_owned());
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.sse_keepalive)))
+}

@@ -1,0 +1,104 @@
+//! Builds the router (routes, docs, middleware) and serves it until shutdown.
+
+use crate::GatewayConfig;
+use crate::openapi::ApiDoc;
+use crate::routes::{AppState, accounts, ops, orders};
+use crate::upstream::Upstreams;
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode};
+use axum::routing::{get, post};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Every route with its middleware.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let api = Router::new()
+        .route("/api/v1/accounts", post(accounts::create_account))
+        .route("/api/v1/accounts/{user_id}", get(accounts::get_account))
+        .route("/api/v1/accounts/{user_id}/top-up", post(accounts::top_up))
+        .route(
+            "/api/v1/orders",
+            post(orders::create_order).get(orders::list_orders),
+        )
+        .route("/api/v1/orders/{order_id}", get(orders::get_order))
+        .route(
+            "/api/v1/orders/{order_id}/events",
+            get(orders::order_events),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.yaml", get(ops::openapi_yaml))
+        .fallback(ops::not_found)
+        .with_state(state);
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, request_timeout))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned();
+            tracing::info_span!("http", method = %req.method(), uri = %req.uri(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// A bound, not yet serving, gateway.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    config: GatewayConfig,
+}
+
+impl Application {
+    /// Binds the listener (upstream channels connect lazily).
+    pub async fn build(config: &GatewayConfig) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+        Ok(Self {
+            listener,
+            config: config.clone(),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown`, then drains open requests and event streams.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let state = AppState {
+            upstreams: Upstreams::new(&self.config)?,
+            metrics: crate::metrics::handle(),
+            sse_keepalive: self.config.sse_keepalive,
+            shutdown: shutdown.clone(),
+        };
+        let app = router(state, self.config.request_timeout);
+        tracing::info!(addr = %self.listener.local_addr()?, "gateway listening");
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
