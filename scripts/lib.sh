@@ -61,6 +61,15 @@ ensure_grpcurl_installed() {
   cargo install grpcurl-rs --locked --root "$TOOLS_DIR"
 }
 
+# Debian's docker-compose 1.29 validates the compose file without a Docker engine.
+ensure_docker_compose() {
+  if command -v docker-compose >/dev/null; then return; fi
+  log "installing docker-compose (Debian package, for \`docker-compose config\`)"
+  if [[ $EUID -ne 0 ]]; then die "docker-compose is missing: run \`sudo apt-get install -y docker-compose\`"; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose >/dev/null; }
+}
+
 # Starts tansu unless a broker already listens; records its pid only if we started it.
 ensure_broker() {
   if port_open "$BROKER_HOST" "$BROKER_PORT"; then return; fi

@@ -8,6 +8,7 @@ RUN_DIR="$RUN_DIR/test"
 ensure_postgres
 ensure_tansu_installed
 ensure_grpcurl_installed
+ensure_docker_compose
 ensure_broker
 stop_test_broker() { stop_pidfile "$RUN_DIR/tansu.pid"; }
 trap stop_test_broker EXIT
@@ -17,6 +18,8 @@ export SHOP_TANSU_BIN="$TOOLS_DIR/bin/tansu"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
+log "docker-compose config -q"
+(cd "$ROOT" && docker-compose config -q)
 log "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "cargo build"

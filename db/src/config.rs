@@ -1,7 +1,9 @@
 //! Typed configuration read once from prefixed environment variables; a bad
 //! value fails fast and names the variable.
 
-use std::{collections::HashMap, fmt::Display, str::FromStr, time::Duration};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::{fmt::Display, str::FromStr, time::Duration};
 
 /// A configuration value that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +19,8 @@ pub struct ConfigError {
 pub struct Env {
     prefix: String,
     vars: HashMap<String, String>,
+    /// Every name the program asked for, so tools can spot unknown variables.
+    asked: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Env {
@@ -36,6 +40,7 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            asked: Arc::default(),
         }
     }
 
@@ -46,7 +51,25 @@ impl Env {
 
     /// The raw value of `name`, if set.
     pub fn raw(&self, name: &str) -> Option<&str> {
-        self.vars.get(&self.var_name(name)).map(String::as_str)
+        let full = self.var_name(name);
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.insert(full.clone());
+        }
+        self.vars.get(&full).map(String::as_str)
+    }
+
+    /// Variables under this prefix that are set but that nothing asked for
+    /// (misspelt or obsolete), after configuration has been read.
+    pub fn unknown(&self) -> Vec<String> {
+        let asked = self.asked.lock().map(|a| a.clone()).unwrap_or_default();
+        let mut unknown: Vec<String> = self
+            .vars
+            .keys()
+            .filter(|k| k.starts_with(&self.prefix) && !asked.contains(*k))
+            .cloned()
+            .collect();
+        unknown.sort();
+        unknown
     }
 
     /// `name` parsed as `T`, or `default` when unset.
@@ -78,22 +101,6 @@ impl Env {
             return Err(self.invalid(name, "0", "must be greater than 0"));
         }
         Ok(Duration::from_millis(ms))
-    }
-
-    /// Every variable `{prefix}{name}*`, with that part of the name stripped.
-    /// Used for pass-through settings such as `KAFKA_PROP_…`.
-    pub fn with_sub_prefix(&self, name: &str) -> Vec<(String, String)> {
-        let full = self.var_name(name);
-        let mut found: Vec<_> = self
-            .vars
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix(&full)
-                    .map(|rest| (rest.to_owned(), v.clone()))
-            })
-            .collect();
-        found.sort();
-        found
     }
 
     /// An error for `name`.
@@ -182,24 +189,23 @@ mod tests {
     }
 
     #[test]
-    fn zero_durations_are_refused() {
-        let env = Env::from_pairs("X_", [("X_DATABASE_CONNECT_TIMEOUT_MS", "0")]);
-        assert!(DbConfig::from_env(&env, "x").is_err());
-    }
-
-    #[test]
-    fn sub_prefix_collects_pass_through_settings() {
+    fn unknown_variables_are_reported() {
         let env = Env::from_pairs(
             "X_",
             [
-                ("X_KAFKA_PROP_batch.num.messages", "1"),
-                ("Y_KAFKA_PROP_a", "2"),
+                ("X_DATABASE_URL", "postgres://h/d"),
+                ("X_DATABSE_URL", "typo"),
+                ("Y_A", "other"),
             ],
         );
-        assert_eq!(
-            env.with_sub_prefix("KAFKA_PROP_"),
-            vec![("batch.num.messages".to_owned(), "1".to_owned())]
-        );
+        DbConfig::from_env(&env, "x").expect("valid");
+        assert_eq!(env.unknown(), vec!["X_DATABSE_URL".to_owned()]);
+    }
+
+    #[test]
+    fn zero_durations_are_refused() {
+        let env = Env::from_pairs("X_", [("X_DATABASE_CONNECT_TIMEOUT_MS", "0")]);
+        assert!(DbConfig::from_env(&env, "x").is_err());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `gateway [serve|openapi]`: a thin entry point over the library.
+//! `gateway [serve|openapi|health]`: a thin entry point over the library.
 
 use shop_db::{Env, shutdown, telemetry};
 use shop_gateway::{Application, GatewayConfig, config::PREFIX};
@@ -32,6 +32,14 @@ async fn run() -> anyhow::Result<()> {
                 .run_until_stopped(token)
                 .await
         }
-        Some(other) => anyhow::bail!("unknown command {other:?}; use `serve` or `openapi`"),
+        Some("health") => {
+            let config = GatewayConfig::from_env(&Env::from_process(PREFIX))?;
+            shop_gateway::startup::check_health(config.listen_addr).await?;
+            println!("ok");
+            Ok(())
+        }
+        Some(other) => {
+            anyhow::bail!("unknown command {other:?}; use `serve`, `openapi` or `health`")
+        }
     }
 }

@@ -102,3 +102,31 @@ impl Application {
         Ok(())
     }
 }
+
+/// `GET /healthz` on the gateway at `addr` (an unspecified address means this
+/// host): what container health checks run, with no curl in the image.
+pub async fn check_health(addr: SocketAddr) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(target).await?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .context("health check timed out")??;
+    anyhow::ensure!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "gateway at {target} is not healthy"
+    );
+    Ok(())
+}
