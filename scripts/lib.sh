@@ -109,3 +109,51 @@ stop_pidfile() {
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_private_stack DIR RUN [gateway]: starts payments and orders (and the
+# gateway) from the built binaries on free ports, with fresh databases
+# RUN_orders / RUN_payments and topics RUN.*, sharing the broker. Sets
+# ADDR[payments], ADDR[orders] (and ADDR[gateway]); logs and pids go to DIR.
+declare -A ADDR
+start_private_stack() {
+  local dir="$1" run="$2" with_gateway="${3:-}" svc prefix
+  for svc in payments orders; do
+    prefix="${svc^^}_"
+    ADDR[$svc]="127.0.0.1:$(free_port)"
+    ensure_database "${run}_$svc"
+    env "${prefix}LISTEN_ADDR=${ADDR[$svc]}" \
+        "${prefix}DATABASE_URL=postgres://postgres@127.0.0.1:5432/${run}_$svc" \
+        "${prefix}KAFKA_BROKERS=$BROKER_HOST:$BROKER_PORT" \
+        "${prefix}TOPIC_REQUESTS=$run.payments.requests" \
+        "${prefix}TOPIC_RESULTS=$run.payments.results" \
+      nohup "$BIN_DIR/$svc" serve >"$dir/$svc.log" 2>&1 &
+    echo $! >"$dir/$svc.pid"
+    wait_until "$svc (${ADDR[$svc]})" 60 "$BIN_DIR/$svc" health "${ADDR[$svc]}" \
+      || { cat "$dir/$svc.log" >&2; die "$svc did not start"; }
+  done
+  [[ -n "$with_gateway" ]] || return 0
+  ADDR[gateway]="127.0.0.1:$(free_port)"
+  GATEWAY_LISTEN_ADDR="${ADDR[gateway]}" GATEWAY_ORDERS_URL="http://${ADDR[orders]}" \
+    GATEWAY_PAYMENTS_URL="http://${ADDR[payments]}" GATEWAY_SSE_KEEPALIVE_MS=500 \
+    nohup "$BIN_DIR/gateway" serve >"$dir/gateway.log" 2>&1 &
+  echo $! >"$dir/gateway.pid"
+  gateway_ready() { curl -fsS "http://${ADDR[gateway]}/readyz"; }
+  wait_until "gateway (${ADDR[gateway]})" 60 gateway_ready || { cat "$dir/gateway.log" >&2; die "gateway did not start"; }
+}
+
+# stop_private_stack DIR RUN: stops what start_private_stack started and drops its databases.
+stop_private_stack() {
+  local dir="$1" run="$2" svc
+  for svc in gateway orders payments; do stop_pidfile "$dir/$svc.pid"; done
+  for svc in orders payments; do drop_database "${run}_$svc" || true; done
+  rm -rf "$dir"
+}
+
+# Debian's Chromium for the browser test (playwright cannot download one here).
+ensure_chromium() {
+  if [[ -x /usr/bin/chromium ]]; then return; fi
+  log "installing chromium (Debian package, for the browser test)"
+  if [[ $EUID -ne 0 ]]; then die "chromium is missing: run \`sudo apt-get install -y chromium\`"; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+}

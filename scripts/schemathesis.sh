@@ -14,33 +14,9 @@ fi
 
 run="st_$$"
 workdir="$(mktemp -d)"
-cleanup() {
-  for svc in gateway orders payments; do stop_pidfile "$workdir/$svc.pid"; done
-  for svc in orders payments; do drop_database "${run}_$svc" || true; done
-  rm -rf "$workdir"
-}
-trap cleanup EXIT
-
-declare -A addr
-for svc in payments orders; do
-  prefix="${svc^^}_"
-  addr[$svc]="127.0.0.1:$(free_port)"
-  ensure_database "${run}_$svc"
-  env "${prefix}LISTEN_ADDR=${addr[$svc]}" \
-      "${prefix}DATABASE_URL=postgres://postgres@127.0.0.1:5432/${run}_$svc" \
-      "${prefix}KAFKA_BROKERS=$BROKER_HOST:$BROKER_PORT" \
-      "${prefix}TOPIC_REQUESTS=$run.payments.requests" \
-      "${prefix}TOPIC_RESULTS=$run.payments.results" \
-    nohup "$BIN_DIR/$svc" serve >"$workdir/$svc.log" 2>&1 &
-  echo $! >"$workdir/$svc.pid"
-  wait_until "$svc" 60 "$BIN_DIR/$svc" health "${addr[$svc]}" || { cat "$workdir/$svc.log" >&2; die "$svc did not start"; }
-done
-gw="127.0.0.1:$(free_port)"
-GATEWAY_LISTEN_ADDR="$gw" GATEWAY_ORDERS_URL="http://${addr[orders]}" GATEWAY_PAYMENTS_URL="http://${addr[payments]}" \
-  GATEWAY_SSE_KEEPALIVE_MS=500 nohup "$BIN_DIR/gateway" serve >"$workdir/gateway.log" 2>&1 &
-echo $! >"$workdir/gateway.pid"
-ready() { curl -fsS "http://$gw/readyz"; }
-wait_until gateway 60 ready || { cat "$workdir/gateway.log" >&2; die "gateway did not start"; }
+trap 'stop_private_stack "$workdir" "$run"' EXIT
+start_private_stack "$workdir" "$run" gateway
+gw="${ADDR[gateway]}"
 
 log "schemathesis against http://$gw/openapi.json"
 "$VENV/bin/st" run "http://$gw/openapi.json" \

@@ -8,30 +8,11 @@ ensure_grpcurl_installed
 
 run="smoke_$$"
 workdir="$(mktemp -d)"
-cleanup() {
-  for svc in orders payments; do stop_pidfile "$workdir/$svc.pid"; drop_database "${run}_$svc" || true; done
-  rm -rf "$workdir"
-}
-trap cleanup EXIT
+trap 'stop_private_stack "$workdir" "$run"' EXIT
+start_private_stack "$workdir" "$run"
 
-declare -A addr
-for svc in payments orders; do
-  prefix="${svc^^}_"
-  addr[$svc]="127.0.0.1:$(free_port)"
-  ensure_database "${run}_$svc"
-  env "${prefix}LISTEN_ADDR=${addr[$svc]}" \
-      "${prefix}DATABASE_URL=postgres://postgres@127.0.0.1:5432/${run}_$svc" \
-      "${prefix}KAFKA_BROKERS=$BROKER_HOST:$BROKER_PORT" \
-      "${prefix}TOPIC_REQUESTS=$run.payments.requests" \
-      "${prefix}TOPIC_RESULTS=$run.payments.results" \
-    nohup "$BIN_DIR/$svc" serve >"$workdir/$svc.log" 2>&1 &
-  echo $! >"$workdir/$svc.pid"
-  wait_until "$svc (smoke, ${addr[$svc]})" 60 "$BIN_DIR/$svc" health "${addr[$svc]}" \
-    || { cat "$workdir/$svc.log" >&2; die "$svc did not start"; }
-done
-
-P="${addr[payments]}"
-O="${addr[orders]}"
+P="${ADDR[payments]}"
+O="${ADDR[orders]}"
 user="$(python3 -c 'import uuid; print(uuid.uuid4())')"
 fail=0
 # expect NAME PATTERN COMMAND...: runs COMMAND and checks its output matches PATTERN.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: installs and starts whatever is missing, then runs every check
 # and test: formatting, lints, unit, integration, end-to-end and fault tests,
-# the grpcurl smoke test and schemathesis against the gateway.
+# the grpcurl smoke test, schemathesis against the gateway and the browser test.
 source "$(dirname "$0")/lib.sh"
 RUN_DIR="$RUN_DIR/test"
 
@@ -9,6 +9,7 @@ ensure_postgres
 ensure_tansu_installed
 ensure_grpcurl_installed
 ensure_docker_compose
+ensure_chromium
 ensure_broker
 stop_test_broker() { stop_pidfile "$RUN_DIR/tansu.pid"; }
 trap stop_test_broker EXIT
@@ -30,4 +31,6 @@ log "grpcurl smoke test"
 "$ROOT/scripts/smoke-grpc.sh"
 log "schemathesis against the gateway"
 "$ROOT/scripts/schemathesis.sh"
+log "browser test of the web UI"
+"$ROOT/scripts/browser-test.sh"
 log "all tests passed"

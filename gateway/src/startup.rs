@@ -2,7 +2,7 @@
 
 use crate::GatewayConfig;
 use crate::openapi::ApiDoc;
-use crate::routes::{AppState, accounts, ops, orders};
+use crate::routes::{AppState, accounts, ops, orders, ui};
 use crate::upstream::Upstreams;
 use anyhow::Context;
 use axum::Router;
@@ -42,6 +42,9 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.yaml", get(ops::openapi_yaml))
+        .route("/", get(ui::index))
+        .route("/assets/app.js", get(ui::app_js))
+        .route("/assets/app.css", get(ui::app_css))
         .fallback(ops::not_found)
         .with_state(state);
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))

@@ -264,6 +264,19 @@ async fn operations_endpoints_answer() {
         String::from_utf8_lossy(&body).contains("swagger"),
         "Swagger UI served from the binary"
     );
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/assets/app.js", "text/javascript"),
+        ("/assets/app.css", "text/css"),
+    ] {
+        let (status, content_type, body) = send(get(path)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("https://"),
+            "{path} loads nothing from the internet"
+        );
+    }
     let (status, _, body) = send(get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&body).contains("http_requests_total"));

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod ops;
 pub mod orders;
+pub mod ui;
 
 use crate::upstream::Upstreams;
 use metrics_exporter_prometheus::PrometheusHandle;
