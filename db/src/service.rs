@@ -160,6 +160,73 @@ pub trait Application: Sized + Send + 'static {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// What makes one service different from another at run time: its spec,
+/// the NOTIFY channels it listens to, and how it wires its gRPC router and
+/// its inbox handler on top of the shared foundation.
+pub trait Wiring: Send + 'static {
+    /// Names and defaults.
+    const SPEC: ServiceSpec;
+    /// Postgres channels to LISTEN on (the outbox channel is always added).
+    const CHANNELS: &'static [&'static str];
+    /// The inbox handler of the consumed topic.
+    type Handler: Handler;
+
+    /// The gRPC router (health and reflection included), the handler and the
+    /// topic it consumes.
+    fn wire(
+        pool: &Pool,
+        config: &ServiceConfig,
+        notifications: &Listener,
+        shutdown: &CancellationToken,
+    ) -> impl Future<Output = anyhow::Result<(Router, Self::Handler, String)>> + Send;
+}
+
+/// A service application assembled from its [`Wiring`].
+#[derive(Debug)]
+pub struct ServiceApp<W> {
+    foundation: Foundation,
+    config: ServiceConfig,
+    wiring: std::marker::PhantomData<fn() -> W>,
+}
+
+impl<W: Wiring> Application for ServiceApp<W> {
+    async fn build(config: &ServiceConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            foundation: prepare(&W::SPEC, config).await?,
+            config: config.clone(),
+            wiring: std::marker::PhantomData,
+        })
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.foundation.listener.local_addr()
+    }
+
+    fn pool(&self) -> &Pool {
+        &self.foundation.pool
+    }
+
+    async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            foundation, config, ..
+        } = self;
+        let channels: Vec<&str> = std::iter::once(crate::outbox::CHANNEL)
+            .chain(W::CHANNELS.iter().copied())
+            .collect();
+        let notifications = Listener::spawn(&config.database.url, &channels, shutdown.clone());
+        let (router, handler, consume_topic) =
+            W::wire(&foundation.pool, &config, &notifications, &shutdown).await?;
+        let parts = Parts {
+            foundation,
+            router,
+            consume_topic,
+            handler,
+            notifications,
+        };
+        run(&config, parts, shutdown).await
+    }
+}
+
 /// The command line shared by every service binary.
 pub async fn main<A: Application>(spec: &ServiceSpec) -> ExitCode {
     let serve = |config: ServiceConfig, shutdown| async move {

@@ -206,6 +206,23 @@ pub async fn read_topic(
     out
 }
 
+/// How many records `topic` holds (sum of its partitions' high watermarks).
+pub fn topic_size(kafka: &crate::kafka::KafkaConfig, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let probe: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .create()
+        .expect("probe consumer");
+    (0..kafka.topics.partitions)
+        .map(|p| {
+            probe
+                .fetch_watermarks(topic, p, Duration::from_secs(5))
+                .map(|(_, high)| high)
+                .expect("watermarks")
+        })
+        .sum()
+}
+
 /// Waits until `group` has committed offsets up to the end of every
 /// partition of `topic`.
 pub async fn wait_group_caught_up(

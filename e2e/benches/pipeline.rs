@@ -22,7 +22,7 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000);
     let concurrency = 32;
-    let stack = Stack::start().await;
+    let stack = Stack::start_with_gateway().await;
     let users: Vec<String> = (0..50).map(|_| Uuid::new_v4().to_string()).collect();
     for user in &users {
         stack.open_account(user, 1_000_000_000).await;
@@ -87,4 +87,52 @@ async fn main() {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3
     );
     println!("  relay commit -> publish p50 {relay_ms:.1} ms");
+    gateway_throughput(&stack, &users).await;
+}
+
+/// GET /api/v1/accounts/{id} through the gateway (HTTP -> gRPC -> PostgreSQL)
+/// from 32 concurrent clients for five seconds.
+async fn gateway_throughput(stack: &Stack, users: &[String]) {
+    let http = reqwest::Client::new();
+    let base = stack.gateway_url();
+    let window = Duration::from_secs(5);
+    let started = Instant::now();
+    let clients = (0..32).map(|c| {
+        let http = http.clone();
+        let url = format!("{base}/api/v1/accounts/{}", users[c % users.len()]);
+        async move {
+            let mut latencies = Vec::new();
+            while started.elapsed() < window {
+                let t0 = Instant::now();
+                let ok = http
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                assert!(ok, "gateway request failed");
+                latencies.push(t0.elapsed());
+            }
+            latencies
+        }
+    });
+    let mut latencies: Vec<Duration> = futures::future::join_all(clients)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let elapsed = started.elapsed();
+    latencies.sort();
+    println!("gateway benchmark (GET /api/v1/accounts/{{id}}, 32 concurrent clients, 5 s)");
+    println!(
+        "  throughput:         {:.0} requests/s",
+        latencies.len() as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  latency p50 {:>8.2} ms",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3
+    );
+    println!(
+        "  latency p99 {:>8.2} ms",
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3
+    );
 }

@@ -1,17 +1,21 @@
-//! Builds the orders application and runs gRPC, the payment-result consumer
-//! and the outbox relay until the shutdown token is cancelled.
+//! How the orders service is assembled: its spec, migrations, gRPC service
+//! (with live status) and the payment-result consumer, on the shared service
+//! machinery.
 
 use crate::grpc::{OrdersGrpc, OrdersServer};
 use crate::results::PaymentResultHandler;
 use crate::watch;
 use shop_db::listen::Listener;
-use shop_db::service::{self, Foundation, Parts, ServiceConfig, ServiceSpec};
-use shop_db::{Pool, grpc, migrate, outbox};
-use std::net::SocketAddr;
+use shop_db::service::{ServiceApp, ServiceConfig, ServiceSpec, Wiring};
+use shop_db::{Pool, grpc, migrate};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Router;
 
 /// The orders service's configuration (`ORDERS_*`).
 pub type OrdersConfig = ServiceConfig;
+
+/// The runnable orders service.
+pub type Application = ServiceApp<Orders>;
 
 /// Names and defaults of the orders service.
 pub const SPEC: ServiceSpec = ServiceSpec {
@@ -31,51 +35,32 @@ pub fn migrations() -> anyhow::Result<Vec<refinery::Migration>> {
     )?)
 }
 
-/// A built, not yet running, orders service.
+/// The orders wiring: orders over gRPC, payment results from Kafka, status
+/// changes from Postgres NOTIFY.
 #[derive(Debug)]
-pub struct Application {
-    foundation: Foundation,
-    config: OrdersConfig,
-}
+pub struct Orders;
 
-impl service::Application for Application {
-    async fn build(config: &OrdersConfig) -> anyhow::Result<Self> {
-        Ok(Self {
-            foundation: service::prepare(&SPEC, config).await?,
-            config: config.clone(),
-        })
-    }
+impl Wiring for Orders {
+    const SPEC: ServiceSpec = SPEC;
+    const CHANNELS: &'static [&'static str] = &[watch::CHANNEL];
+    type Handler = PaymentResultHandler;
 
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.foundation.listener.local_addr()
-    }
-
-    fn pool(&self) -> &Pool {
-        &self.foundation.pool
-    }
-
-    async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { foundation, config } = self;
-        let notifications = Listener::spawn(
-            &config.database.url,
-            &[outbox::CHANNEL, watch::CHANNEL],
-            shutdown.clone(),
-        );
+    async fn wire(
+        pool: &Pool,
+        config: &ServiceConfig,
+        notifications: &Listener,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<(Router, PaymentResultHandler, String)> {
+        let topics = &config.kafka.topics;
         let orders = OrdersGrpc::new(
-            foundation.pool.clone(),
+            pool.clone(),
             notifications.clone(),
-            &config.kafka.topics.requests,
+            &topics.requests,
             shutdown.clone(),
         );
         let (reporter, router) = grpc::base_router(SPEC.grpc_service)?;
         reporter.set_serving::<OrdersServer<OrdersGrpc>>().await;
-        let parts = Parts {
-            notifications,
-            router: router.add_service(OrdersServer::new(orders)),
-            consume_topic: config.kafka.topics.results.clone(),
-            handler: PaymentResultHandler,
-            foundation,
-        };
-        service::run(&config, parts, shutdown).await
+        let router = router.add_service(OrdersServer::new(orders));
+        Ok((router, PaymentResultHandler, topics.results.clone()))
     }
 }

@@ -4,7 +4,7 @@
 
 mod helpers;
 
-use helpers::{TestApp, spawn_with};
+use helpers::{TestApp, spawn_app, spawn_with};
 use prost::Message as _;
 use rdkafka::Message as _;
 use shop_db::inbox::header;
@@ -12,6 +12,7 @@ use shop_db::testing::{self, TestDb, eventually, produce_raw, read_topic};
 use shop_proto::events::{DeclineReason, PaymentCompleted, PaymentOutcome, PaymentRequested};
 use shop_proto::orders::{
     CancelReason, CreateOrderRequest, GetOrderRequest, Order, OrderStatus, WatchOrderRequest,
+    WatchOrderResponse,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,14 +20,27 @@ use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn spawn_app() -> TestApp {
-    let db = Arc::new(TestDb::create("orders").await);
-    spawn_with(
-        db,
-        testing::kafka_config(2),
-        &testing::unique_group("orders"),
-    )
-    .await
+/// Opens WatchOrder on `app` for `id`.
+async fn open_watch(app: &mut TestApp, id: &str) -> tonic::Streaming<WatchOrderResponse> {
+    app.client
+        .watch_order(WatchOrderRequest {
+            order_id: id.to_owned(),
+        })
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+/// The status in the stream's next message (within the deadline).
+async fn next_status(stream: &mut tonic::Streaming<WatchOrderResponse>) -> OrderStatus {
+    tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("in time")
+        .expect("stream")
+        .expect("a message")
+        .order
+        .expect("order")
+        .status()
 }
 
 async fn new_order(app: &mut TestApp, user: &str, amount: i64) -> Order {
@@ -157,16 +171,8 @@ async fn results_finalise_orders_once_and_watchers_see_every_change() {
     let poor = new_order(&mut app, &user, 20).await;
     let orphan = new_order(&mut app, &user, 30).await;
 
-    let mut watch = app
-        .client
-        .watch_order(WatchOrderRequest {
-            order_id: paid.order_id.clone(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    let first = watch.message().await.expect("stream").expect("first state");
-    assert_eq!(first.order.expect("order").status(), OrderStatus::New);
+    let mut watch = open_watch(&mut app, &paid.order_id).await;
+    assert_eq!(next_status(&mut watch).await, OrderStatus::New);
 
     complete(
         &app,
@@ -190,12 +196,7 @@ async fn results_finalise_orders_once_and_watchers_see_every_change() {
     )
     .await;
 
-    let change = tokio::time::timeout(WAIT, watch.message())
-        .await
-        .expect("in time")
-        .expect("stream")
-        .expect("change");
-    assert_eq!(change.order.expect("order").status(), OrderStatus::Finished);
+    assert_eq!(next_status(&mut watch).await, OrderStatus::Finished);
     assert!(
         watch.message().await.expect("clean end").is_none(),
         "stream ends after a final status"
@@ -230,24 +231,8 @@ async fn results_finalise_orders_once_and_watchers_see_every_change() {
     );
 
     // A watcher of a final order gets its state and the end at once.
-    let mut done = app
-        .client
-        .watch_order(WatchOrderRequest {
-            order_id: paid.order_id.clone(),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    assert_eq!(
-        done.message()
-            .await
-            .expect("s")
-            .expect("state")
-            .order
-            .expect("o")
-            .status(),
-        OrderStatus::Finished
-    );
+    let mut done = open_watch(&mut app, &paid.order_id).await;
+    assert_eq!(next_status(&mut done).await, OrderStatus::Finished);
     assert!(done.message().await.expect("end").is_none());
     app.stop().await;
 }
@@ -307,4 +292,47 @@ async fn watching_an_unknown_order_is_not_found() {
         .expect_err("unknown");
     assert_eq!(status.code(), tonic::Code::NotFound);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn two_replicas_share_one_outbox_and_watchers_see_changes_applied_by_either() {
+    let mut first = spawn_app().await;
+    let kafka = first.kafka().clone();
+    let mut second = spawn_with(
+        first.db.clone(),
+        kafka.clone(),
+        &testing::unique_group("orders-b"),
+    )
+    .await;
+    let user = Uuid::new_v4().to_string();
+    for i in 0..20 {
+        new_order(&mut first, &user, 10 + i).await;
+        new_order(&mut second, &user, 100 + i).await;
+    }
+    eventually("both relays to drain the shared outbox", WAIT, || {
+        let app = &first;
+        async move {
+            (app.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .await
+                == 0)
+                .then_some(())
+        }
+    })
+    .await;
+    // SKIP LOCKED: each row was claimed by exactly one relay, so each published once.
+    assert_eq!(testing::topic_size(&kafka, &kafka.topics.requests), 40);
+
+    let order = new_order(&mut first, &user, 7).await;
+    let mut watch = open_watch(&mut second, &order.order_id).await;
+    assert_eq!(next_status(&mut watch).await, OrderStatus::New);
+    complete(
+        &first,
+        &order,
+        PaymentOutcome::Paid,
+        DeclineReason::Unspecified,
+    )
+    .await;
+    assert_eq!(next_status(&mut watch).await, OrderStatus::Finished);
+    second.stop().await;
+    first.stop().await;
 }

@@ -1,16 +1,19 @@
-//! Builds the payments application and runs gRPC, the payment-request
-//! consumer and the outbox relay until the shutdown token is cancelled.
+//! How the payments service is assembled: its spec, migrations, gRPC service
+//! and the payment-request consumer, on the shared service machinery.
 
 use crate::grpc::{PaymentsGrpc, PaymentsServer};
 use crate::ledger::PaymentRequestHandler;
 use shop_db::listen::Listener;
-use shop_db::service::{self, Foundation, Parts, ServiceConfig, ServiceSpec};
-use shop_db::{Pool, grpc, migrate, outbox};
-use std::net::SocketAddr;
+use shop_db::service::{ServiceApp, ServiceConfig, ServiceSpec, Wiring};
+use shop_db::{Pool, grpc, migrate};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Router;
 
 /// The payments service's configuration (`PAYMENTS_*`).
 pub type PaymentsConfig = ServiceConfig;
+
+/// The runnable payments service.
+pub type Application = ServiceApp<Payments>;
 
 /// Names and defaults of the payments service.
 pub const SPEC: ServiceSpec = ServiceSpec {
@@ -30,47 +33,29 @@ pub fn migrations() -> anyhow::Result<Vec<refinery::Migration>> {
     )?)
 }
 
-/// A built, not yet running, payments service.
+/// The payments wiring: accounts over gRPC, payment requests from Kafka.
 #[derive(Debug)]
-pub struct Application {
-    foundation: Foundation,
-    config: PaymentsConfig,
-}
+pub struct Payments;
 
-impl service::Application for Application {
-    async fn build(config: &PaymentsConfig) -> anyhow::Result<Self> {
-        Ok(Self {
-            foundation: service::prepare(&SPEC, config).await?,
-            config: config.clone(),
-        })
-    }
+impl Wiring for Payments {
+    const SPEC: ServiceSpec = SPEC;
+    const CHANNELS: &'static [&'static str] = &[];
+    type Handler = PaymentRequestHandler;
 
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.foundation.listener.local_addr()
-    }
-
-    fn pool(&self) -> &Pool {
-        &self.foundation.pool
-    }
-
-    async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { foundation, config } = self;
+    async fn wire(
+        pool: &Pool,
+        config: &ServiceConfig,
+        _: &Listener,
+        _: &CancellationToken,
+    ) -> anyhow::Result<(Router, PaymentRequestHandler, String)> {
         let (reporter, router) = grpc::base_router(SPEC.grpc_service)?;
         reporter.set_serving::<PaymentsServer<PaymentsGrpc>>().await;
-        let router = router.add_service(PaymentsServer::new(PaymentsGrpc::new(
-            foundation.pool.clone(),
-        )));
-        let parts = Parts {
-            notifications: Listener::spawn(
-                &config.database.url,
-                &[outbox::CHANNEL],
-                shutdown.clone(),
-            ),
+        let router = router.add_service(PaymentsServer::new(PaymentsGrpc::new(pool.clone())));
+        let topics = &config.kafka.topics;
+        Ok((
             router,
-            consume_topic: config.kafka.topics.requests.clone(),
-            handler: PaymentRequestHandler::new(&config.kafka.topics.results),
-            foundation,
-        };
-        service::run(&config, parts, shutdown).await
+            PaymentRequestHandler::new(&topics.results),
+            topics.requests.clone(),
+        ))
     }
 }
