@@ -36,6 +36,7 @@ FROM runtime AS orders
 COPY --from=builder /out/orders /usr/local/bin/orders
 ENV ORDERS_LISTEN_ADDR=0.0.0.0:50051 ORDERS_LOG_FORMAT=json
 EXPOSE 50051
+EXPOSE 9151
 HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=5 CMD ["orders", "health"]
 ENTRYPOINT ["orders"]
 CMD ["serve"]
@@ -44,6 +45,7 @@ FROM runtime AS payments
 COPY --from=builder /out/payments /usr/local/bin/payments
 ENV PAYMENTS_LISTEN_ADDR=0.0.0.0:50052 PAYMENTS_LOG_FORMAT=json
 EXPOSE 50052
+EXPOSE 9152
 HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=5 CMD ["payments", "health"]
 ENTRYPOINT ["payments"]
 CMD ["serve"]

@@ -126,6 +126,7 @@ start_private_stack() {
         "${prefix}KAFKA_BROKERS=$BROKER_HOST:$BROKER_PORT" \
         "${prefix}TOPIC_REQUESTS=$run.payments.requests" \
         "${prefix}TOPIC_RESULTS=$run.payments.results" \
+        "${prefix}METRICS_ADDR=127.0.0.1:$(free_port)" \
       nohup "$BIN_DIR/$svc" serve >"$dir/$svc.log" 2>&1 &
     echo $! >"$dir/$svc.pid"
     wait_until "$svc (${ADDR[$svc]})" 60 "$BIN_DIR/$svc" health "${ADDR[$svc]}" \

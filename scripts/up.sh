@@ -41,7 +41,9 @@ cat <<INFO
             spec  http://127.0.0.1:8080/openapi.yaml   OpenAPI 3.1
             ops   http://127.0.0.1:8080/healthz  /readyz  /metrics
   orders    gRPC  127.0.0.1:50051   grpcurl -plaintext 127.0.0.1:50051 list
+            metrics http://127.0.0.1:9151/metrics
   payments  gRPC  127.0.0.1:50052   grpcurl -plaintext 127.0.0.1:50052 list
+            metrics http://127.0.0.1:9152/metrics
   broker    Kafka 127.0.0.1:$BROKER_PORT    tansu, in memory
   postgres        127.0.0.1:5432    databases orders, payments
   logs            $RUN_DIR/logs/

@@ -31,6 +31,8 @@ pub async fn park(
             ],
         )
         .await?;
+    metrics::counter!("shop_dead_letters_total", "topic" => message.topic().to_owned())
+        .increment(1);
     tracing::error!(
         topic = message.topic(),
         partition = message.partition(),

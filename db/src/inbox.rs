@@ -243,15 +243,23 @@ impl<H: Handler> InboxConsumer<H> {
         let mut permanent_failures = 0;
         loop {
             match self.attempt(message, &delivery).await {
-                Ok(Attempt::Applied) => return true,
+                Ok(Attempt::Applied) => {
+                    metrics::counter!("shop_inbox_applied_total", "topic" => delivery.topic.clone()).increment(1);
+                    return true;
+                }
                 Ok(Attempt::Duplicate) => {
+                    metrics::counter!("shop_inbox_duplicates_total", "topic" => delivery.topic.clone()).increment(1);
                     tracing::info!(topic = %delivery.topic, offset = delivery.offset, "duplicate event skipped");
                     return true;
                 }
                 Err(HandleError::Transient(e)) => {
+                    metrics::counter!("shop_inbox_retries_total", "kind" => "transient")
+                        .increment(1);
                     tracing::warn!(error = %e, offset = delivery.offset, "transient failure, retrying in place");
                 }
                 Err(HandleError::Permanent(e)) => {
+                    metrics::counter!("shop_inbox_retries_total", "kind" => "permanent")
+                        .increment(1);
                     permanent_failures += 1;
                     tracing::warn!(error = %e, attempt = permanent_failures, offset = delivery.offset, "event failed");
                     if permanent_failures >= self.config.max_attempts {

@@ -225,6 +225,8 @@ impl Relay {
         )
         .await?;
         tx.commit().await?;
+        metrics::counter!("shop_outbox_published_total").increment(published.len() as u64);
+        metrics::counter!("shop_outbox_publish_failures_total").increment(failed as u64);
         match first_error {
             None => Ok(published.len()),
             Some(first) => Err(RelayError::Publish { failed, first }),

@@ -36,6 +36,8 @@ pub struct ServiceSpec {
     pub database: &'static str,
     /// Default `CONSUMER_GROUP`.
     pub consumer_group: &'static str,
+    /// Default `METRICS_ADDR` (Prometheus `/metrics`).
+    pub metrics_addr: &'static str,
     /// Every migration of the service's database (messaging schema included).
     pub migrations: fn() -> anyhow::Result<Vec<Migration>>,
 }
@@ -55,6 +57,8 @@ pub struct ServiceConfig {
     pub inbox: InboxConfig,
     /// `LOG_FORMAT`: `text` or `json`.
     pub log_format: LogFormat,
+    /// `METRICS_ADDR`: where Prometheus metrics are served; `off` disables.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl ServiceConfig {
@@ -71,6 +75,12 @@ impl ServiceConfig {
             relay: RelayConfig::from_env(env)?,
             inbox: InboxConfig::from_env(env, spec.consumer_group)?,
             log_format: env.parse_or("LOG_FORMAT", LogFormat::Text)?,
+            metrics_addr: match env.string_or("METRICS_ADDR", spec.metrics_addr).as_str() {
+                "off" => None,
+                raw => Some(raw.parse().map_err(|_| {
+                    env.invalid("METRICS_ADDR", raw, "expected host:port or `off`")
+                })?),
+            },
         })
     }
 }
@@ -251,6 +261,13 @@ where
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         None | Some("serve") => {
+            if let Some(addr) = config.metrics_addr {
+                metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .with_http_listener(addr)
+                    .install()
+                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
+                tracing::info!(%addr, "Prometheus metrics at /metrics");
+            }
             let token = CancellationToken::new();
             shutdown::cancel_on_signal(token.clone());
             serve(config, token).await
@@ -295,6 +312,7 @@ mod tests {
         listen_addr: "127.0.0.1:50099",
         database: "demo",
         consumer_group: "demo-group",
+        metrics_addr: "127.0.0.1:9199",
         migrations: || Ok(Vec::new()),
     };
 
@@ -308,6 +326,17 @@ mod tests {
         assert_eq!(cfg.kafka.brokers, "127.0.0.1:9092");
         assert_eq!(cfg.inbox.group_id, "demo-group");
         assert_eq!(cfg.log_format, LogFormat::Text);
+        assert_eq!(
+            cfg.metrics_addr.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9199")
+        );
+        let off = Env::from_pairs("DEMO_", [("DEMO_METRICS_ADDR", "off")]);
+        assert_eq!(
+            ServiceConfig::from_env(&SPEC, &off)
+                .expect("valid")
+                .metrics_addr,
+            None
+        );
     }
 
     #[test]
@@ -321,6 +350,7 @@ mod tests {
             ("DEMO_RELAY_POLL_INTERVAL_MS", "soon"),
             ("DEMO_INBOX_MAX_ATTEMPTS", "0"),
             ("DEMO_CONSUMER_ASSIGNMENT", "some"),
+            ("DEMO_METRICS_ADDR", "everywhere"),
             ("DEMO_KAFKA_CONSUMER_PROPERTIES", "novalue"),
         ] {
             let err = ServiceConfig::from_env(&SPEC, &Env::from_pairs("DEMO_", [(var, value)]))

@@ -301,6 +301,7 @@ pub fn service_config(
             retry_max: Duration::from_millis(200),
         },
         log_format: crate::LogFormat::Text,
+        metrics_addr: None,
     }
 }
 

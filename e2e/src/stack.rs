@@ -25,11 +25,15 @@ pub struct Stack {
     pub orders_db: TestDb,
     pub payments_db: TestDb,
     pub log_dir: PathBuf,
+    /// Prometheus endpoints: (orders, payments).
+    pub metrics: (SocketAddr, SocketAddr),
+    run: String,
 }
 
 fn service_env(
     prefix: &str,
     addr: SocketAddr,
+    metrics: SocketAddr,
     db: &DbConfig,
     broker: &Broker,
     run: &str,
@@ -57,6 +61,7 @@ fn service_env(
         // tansu keeps a killed member in its group forever (see README).
         ("CONSUMER_ASSIGNMENT", "all".to_owned()),
         ("LOG_FORMAT", "text".to_owned()),
+        ("METRICS_ADDR", metrics.to_string()),
     ];
     let mut env: BTreeMap<_, _> = vars
         .into_iter()
@@ -77,12 +82,15 @@ impl Stack {
         let payments_db = TestDb::create("e2e_payments").await;
         let orders_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let payments_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let local = || SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let metrics = (local(), local());
         let mut payments = ServiceProcess::new(
             "payments",
             payments_addr,
             service_env(
                 "PAYMENTS_",
                 payments_addr,
+                metrics.1,
                 payments_db.config(),
                 &broker,
                 &run,
@@ -92,7 +100,14 @@ impl Stack {
         let mut orders = ServiceProcess::new(
             "orders",
             orders_addr,
-            service_env("ORDERS_", orders_addr, orders_db.config(), &broker, &run),
+            service_env(
+                "ORDERS_",
+                orders_addr,
+                metrics.0,
+                orders_db.config(),
+                &broker,
+                &run,
+            ),
             &log_dir,
         );
         payments.start().await;
@@ -105,6 +120,8 @@ impl Stack {
             orders_db,
             payments_db,
             log_dir,
+            metrics,
+            run,
         }
     }
 
@@ -186,6 +203,24 @@ impl Stack {
                 })
                 .await
                 .expect("top up");
+        }
+    }
+
+    /// Kafka settings that reach this stack's broker and topics (for tests
+    /// that produce records directly).
+    pub fn kafka(&self) -> shop_db::kafka::KafkaConfig {
+        let mut kafka = shop_db::testing::kafka_config(3);
+        kafka.brokers = self.broker.address();
+        kafka.topics.requests = format!("{}.payments.requests", self.run);
+        kafka.topics.results = format!("{}.payments.results", self.run);
+        kafka
+    }
+
+    /// The Prometheus text of a service's metrics endpoint.
+    pub async fn scrape(addr: SocketAddr) -> String {
+        match reqwest::get(format!("http://{addr}/metrics")).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
         }
     }
 

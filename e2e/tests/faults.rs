@@ -141,3 +141,33 @@ async fn sigterm_stops_both_services_cleanly_and_a_restart_carries_on() {
     }
     assert_eq!(finished, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_on_both_topics_is_dead_lettered_counted_and_passed() {
+    let stack = Stack::start().await;
+    let kafka = stack.kafka();
+    let user = Uuid::new_v4().to_string();
+    stack.open_account(&user, 1_000).await;
+    for topic in [&kafka.topics.requests, &kafka.topics.results] {
+        shop_db::testing::produce_raw(&kafka, topic, &user, b"\xff\xfe not protobuf", &[]).await;
+    }
+    // Orders behind the poison (same key, same partition) still settle.
+    let client = stack.orders_client();
+    load::create_orders(&client, std::slice::from_ref(&user), 3, 1, |_| 100).await;
+    assert_settled_and_consistent(&stack, 3).await;
+
+    let (orders_metrics, payments_metrics) = stack.metrics;
+    for (addr, topic) in [
+        (payments_metrics, &kafka.topics.requests),
+        (orders_metrics, &kafka.topics.results),
+    ] {
+        let line = format!("shop_dead_letters_total{{topic=\"{topic}\"}} 1");
+        shop_db::testing::eventually(&format!("{line} at {addr}"), SETTLE, || async {
+            Stack::scrape(addr).await.contains(&line).then_some(())
+        })
+        .await;
+    }
+    let text = Stack::scrape(payments_metrics).await;
+    assert!(text.contains("shop_outbox_published_total"), "{text}");
+    assert!(text.contains("shop_inbox_applied_total"), "{text}");
+}

@@ -25,6 +25,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     listen_addr: "127.0.0.1:50051",
     database: "orders",
     consumer_group: "orders",
+    metrics_addr: "127.0.0.1:9151",
     migrations,
 };
 

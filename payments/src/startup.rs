@@ -23,6 +23,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     listen_addr: "127.0.0.1:50052",
     database: "payments",
     consumer_group: "payments",
+    metrics_addr: "127.0.0.1:9152",
     migrations,
 };
 

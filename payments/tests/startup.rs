@@ -56,6 +56,7 @@ fn binary_exits_non_zero_naming_the_problem() {
         )
         .env("PAYMENTS_DATABASE_CONNECT_TIMEOUT_MS", "2000")
         .env("PAYMENTS_LISTEN_ADDR", "127.0.0.1:0")
+        .env("PAYMENTS_METRICS_ADDR", "off")
         .output()
         .expect("runs");
     assert!(!out.status.success());
