@@ -1,5 +1,7 @@
 //! The error of a database call: no connection, or the query failed.
 
+use tokio_postgres::error::SqlState;
+
 /// A failed database call.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -10,21 +12,34 @@ pub enum DbError {
 }
 
 impl DbError {
-    /// True when retrying later may succeed (no connection, connection lost,
-    /// serialization failure, deadlock).
+    /// True when retrying later may succeed: no connection, a lost or
+    /// timed-out connection, a serialization failure or deadlock, or the
+    /// server shutting down. A bad statement or a value that does not convert
+    /// is not transient: retrying it would fail the same way.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Pool(_) => true,
-            Self::Query(e) => {
-                e.is_closed()
-                    || e.code().is_some_and(|c| {
-                        *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
-                            || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
-                            || c.code().starts_with("08")
-                            || c.code().starts_with("57P")
-                    })
-                    || e.as_db_error().is_none() && e.code().is_none()
-            }
+            Self::Query(e) => match e.code() {
+                Some(code) => {
+                    *code == SqlState::T_R_SERIALIZATION_FAILURE
+                        || *code == SqlState::T_R_DEADLOCK_DETECTED
+                        || code.code().starts_with("08") // connection exception
+                        || code.code().starts_with("57P") // operator intervention (shutdown)
+                        || code.code().starts_with("53") // insufficient resources
+                }
+                None => e.is_closed() || caused_by_io(e),
+            },
         }
     }
+}
+
+fn caused_by_io(e: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    e.to_string().contains("timeout")
 }
