@@ -48,7 +48,8 @@ drop_database() {
   psql "$PG_URL" -qc "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)" >/dev/null
 }
 
-# The Kafka-protocol broker for development and tests (DESIGN.md §7).
+# The Kafka-protocol broker for development and tests (see "The test broker"
+# in docs/architecture.md).
 ensure_tansu_installed() {
   if [[ -x "$TOOLS_DIR/bin/tansu" ]]; then return; fi
   log "installing tansu $TANSU_VERSION (once, takes several minutes)"

@@ -1,8 +1,7 @@
 //! Dead letters: poison messages parked with their error so their partition
 //! keeps moving, and replayed on demand through the outbox.
 
-use crate::inbox::header;
-use crate::{DbError, Pool};
+use crate::{DbError, Pool, headers};
 use rdkafka::Message;
 
 /// Records `message` with the error that made it fail.
@@ -25,7 +24,7 @@ pub async fn park(
                 &message.offset(),
                 &message.key(),
                 &message.payload(),
-                &header(message, "event-type"),
+                &headers::get(message, headers::EVENT_TYPE),
                 &error,
                 &attempts,
             ],

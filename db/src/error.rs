@@ -1,5 +1,7 @@
-//! The error of a database call: no connection, or the query failed.
+//! The error of a database call (no connection, or the query failed),
+//! whether retrying may help, and its one mapping to a gRPC status.
 
+use shop_proto::error_code::ErrorCode;
 use tokio_postgres::error::SqlState;
 
 /// A failed database call.
@@ -29,6 +31,23 @@ impl DbError {
                 }
                 None => e.is_closed() || caused_by_io(e),
             },
+        }
+    }
+}
+
+impl DbError {
+    /// The status for a failed database call: UNAVAILABLE when retrying may
+    /// help, else INTERNAL with no internal text (the cause is logged here, once).
+    pub fn to_status(&self) -> tonic::Status {
+        if self.is_transient() {
+            tracing::warn!(error = %self, "database unavailable");
+            ErrorCode::Unavailable.status(
+                tonic::Code::Unavailable,
+                "database unavailable, retry later",
+            )
+        } else {
+            tracing::error!(error = %self, "internal error");
+            ErrorCode::Internal.status(tonic::Code::Internal, "internal error")
         }
     }
 }

@@ -1,16 +1,17 @@
-//! Inbox consumer (DESIGN.md §5.3–5.5): per message, one transaction records
-//! the event id (a duplicate is skipped) and runs the handler; only after the
-//! commit is the offset stored. Transient failures retry in place with
-//! backoff and never skip ahead; undecodable or permanently failing messages
-//! are parked in `dead_letters` after a bounded number of attempts.
+//! The inbox consumer: per message, one transaction records the event id in
+//! the `inbox` table (a duplicate is skipped) and runs the service's
+//! [`Handler`]; only after the commit is the offset stored. Transient
+//! failures retry in place with backoff and never skip ahead; undecodable or
+//! permanently failing messages are parked in `dead_letters` after a bounded
+//! number of attempts, so a poison message never blocks its partition.
 
 use crate::backoff::Backoff;
-use crate::kafka;
-use crate::{ConfigError, DbError, Env, Pool, Transaction, dead_letter};
+use crate::{DbError, Pool, Transaction, dead_letter, headers, kafka};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use shop_runtime::{ConfigError, Env};
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -237,7 +238,7 @@ impl<H: Handler> InboxConsumer<H> {
             topic: message.topic().to_owned(),
             partition: message.partition(),
             offset: message.offset(),
-            traceparent: header(message, "traceparent"),
+            traceparent: headers::get(message, headers::TRACEPARENT),
         };
         let mut backoff = Backoff::new(self.config.retry_min, self.config.retry_max);
         let mut permanent_failures = 0;
@@ -285,7 +286,7 @@ impl<H: Handler> InboxConsumer<H> {
         delivery: &Delivery,
     ) -> Result<Attempt, HandleError> {
         let expected = <H::Event as prost::Name>::full_name();
-        if let Some(kind) = header(message, "event-type")
+        if let Some(kind) = headers::get(message, headers::EVENT_TYPE)
             && kind != expected
         {
             return Err(HandleError::Permanent(format!(
@@ -318,15 +319,4 @@ impl<H: Handler> InboxConsumer<H> {
         tx.commit().await?;
         Ok(Attempt::Applied)
     }
-}
-
-/// A UTF-8 header value by name.
-pub fn header(message: &impl Message, name: &str) -> Option<String> {
-    let headers = message.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .map(str::to_owned)
 }

@@ -1,17 +1,19 @@
-//! Kafka client configuration: typed settings from the environment, clients
-//! with the delivery guarantees of DESIGN.md §5, and topic creation.
+//! Kafka client configuration: typed settings from the environment
+//! (`KAFKA_*`, `TOPIC_*`), clients with the delivery guarantees the outbox
+//! and inbox rely on (idempotent `acks=all` producer; consumer whose offsets
+//! are stored by hand after the database commit), and topic creation.
 //!
 //! Any librdkafka property can be overridden with comma-separated `key=value`
 //! lists: `{PREFIX}KAFKA_PROPERTIES` (all clients),
 //! `{PREFIX}KAFKA_PRODUCER_PROPERTIES` and `{PREFIX}KAFKA_CONSUMER_PROPERTIES`.
 
-use crate::{ConfigError, Env};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
+use shop_runtime::{ConfigError, Env};
 use std::time::Duration;
 
 /// Topic names and their layout.
@@ -27,9 +29,9 @@ pub struct Topics {
     pub replication_factor: i32,
 }
 
-/// Default topic names (DESIGN.md §4).
+/// Default name of the orders → payments topic (`PaymentRequested`, keyed by user id).
 pub const DEFAULT_REQUESTS_TOPIC: &str = "payments.requests";
-/// Default topic names (DESIGN.md §4).
+/// Default name of the payments → orders topic (`PaymentCompleted`, keyed by order id).
 pub const DEFAULT_RESULTS_TOPIC: &str = "payments.results";
 
 /// How to reach the brokers and tune the clients.

@@ -1,29 +1,26 @@
-//! Shared service machinery, written once for every service: typed
-//! configuration from the environment, the Postgres pool and migrations,
-//! the messaging machinery (Kafka clients, transactional outbox and relay,
-//! inbox consumer, dead letters, LISTEN/NOTIFY), telemetry, shutdown signals
-//! and the gRPC server plumbing (health and reflection), plus a fresh-database
-//! helper for tests.
+//! The PostgreSQL + Kafka machinery every backend service shares, written
+//! once: the connection [`pool`] and [`migrate`]-ions (with the shared
+//! messaging schema in `sql/messaging.sql`), Kafka clients ([`kafka`]), the
+//! transactional [`outbox`] and its [`relay`], the [`inbox`] consumer, poison
+//! messages' [`dead_letter`]s, the event [`headers`], LISTEN/NOTIFY fan-out
+//! ([`listen`]) and the [`service`] that runs them all beside a gRPC server.
+//!
+//! The delivery algorithms and the invariants they keep are described in
+//! `docs/architecture.md`.
 
 pub mod backoff;
-pub mod config;
 pub mod dead_letter;
 pub mod error;
-pub mod grpc;
+pub mod headers;
 pub mod inbox;
 pub mod kafka;
 pub mod listen;
 pub mod migrate;
 pub mod outbox;
 pub mod pool;
+pub mod relay;
 pub mod service;
-pub mod shutdown;
-pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;
-pub mod trace;
 
-pub use config::{ConfigError, DbConfig, Env, LogFormat};
 pub use deadpool_postgres::{self, GenericClient, Pool, Transaction};
 pub use error::DbError;
-pub use pool::PoolError;
+pub use pool::{DbConfig, PoolError};

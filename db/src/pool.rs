@@ -1,9 +1,42 @@
-//! The Postgres connection pool, built from typed config and checked at start
-//! so that an unreachable database is a clear error, not a panic later.
+//! The Postgres connection pool, built from typed config (`DATABASE_*`) and
+//! checked at start so that an unreachable database is a clear error, not a
+//! panic later.
 
-use crate::DbConfig;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use shop_runtime::{ConfigError, Env};
+use std::time::Duration;
 use tokio_postgres::NoTls;
+
+/// Where and how to reach a service's database.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// A libpq-style URL, e.g. `postgres://postgres@127.0.0.1:5432/payments`.
+    pub url: String,
+    /// Largest number of pooled connections.
+    pub pool_size: usize,
+    /// How long to wait for a connection (at start and from the pool).
+    pub connect_timeout: Duration,
+}
+
+impl DbConfig {
+    /// Reads `{prefix}DATABASE_URL`, `…DATABASE_POOL_SIZE`, `…DATABASE_CONNECT_TIMEOUT_MS`.
+    pub fn from_env(env: &Env, default_database: &str) -> Result<Self, ConfigError> {
+        let url = env.string_or(
+            "DATABASE_URL",
+            &format!("postgres://postgres@127.0.0.1:5432/{default_database}"),
+        );
+        let pool_size: usize = env.parse_or("DATABASE_POOL_SIZE", 16)?;
+        if pool_size == 0 {
+            return Err(env.invalid("DATABASE_POOL_SIZE", "0", "must be greater than 0"));
+        }
+        Ok(Self {
+            url,
+            pool_size,
+            connect_timeout: env
+                .millis_or("DATABASE_CONNECT_TIMEOUT_MS", Duration::from_secs(5))?,
+        })
+    }
+}
 
 /// Why the pool could not be built or used.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +104,27 @@ fn describe(pg: &tokio_postgres::Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_point_at_loopback() {
+        let env = Env::from_pairs("PAYMENTS_", Vec::<(String, String)>::new());
+        let db = DbConfig::from_env(&env, "payments").expect("defaults are valid");
+        assert_eq!(db.url, "postgres://postgres@127.0.0.1:5432/payments");
+        assert_eq!(db.pool_size, 16);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("PAYMENTS_DATABASE_POOL_SIZE", "many"),
+            ("PAYMENTS_DATABASE_POOL_SIZE", "0"),
+            ("PAYMENTS_DATABASE_CONNECT_TIMEOUT_MS", "0"),
+        ] {
+            let env = Env::from_pairs("PAYMENTS_", [(var, value)]);
+            let err = DbConfig::from_env(&env, "payments").expect_err(var);
+            assert_eq!(err.var, var, "{err}");
+        }
+    }
 
     #[test]
     fn description_hides_the_password() {

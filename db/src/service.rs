@@ -1,19 +1,20 @@
-//! The shape every backend service shares, written once: its configuration
-//! (listen address, database, Kafka, relay, inbox, logs), its start-up
-//! (pool, migrations, topics, listener), its run (gRPC + inbox consumer +
-//! outbox relay until shutdown) and its command line
-//! (`serve | migrate | replay-dead-letters | health [ADDR]`).
+//! What every backend service runs, written once: its configuration
+//! ([`ServiceConfig`]: listen address, database, Kafka, relay, inbox, logs),
+//! the named parts a service's `startup` builds ([`Service`]: pool, gRPC
+//! router, notifications, outbox relay, inbox consumer), the one run function
+//! that drives them until shutdown ([`Service::run_until_stopped`]) and the
+//! command line (`serve | migrate | replay-dead-letters | health [ADDR]`).
 
 use crate::inbox::{Handler, InboxConfig, InboxConsumer};
 use crate::kafka::KafkaConfig;
 use crate::listen::Listener;
-use crate::outbox::{Relay, RelayConfig};
-use crate::{
-    ConfigError, DbConfig, Env, LogFormat, Pool, dead_letter, grpc, migrate, pool, shutdown,
-    telemetry,
-};
+use crate::pool::DbConfig;
+use crate::relay::{Relay, RelayConfig};
+use crate::{Pool, dead_letter, migrate, pool};
 use anyhow::Context;
 use refinery::Migration;
+use shop_runtime::cli::{self, Command};
+use shop_runtime::{ConfigError, Env, LogFormat, grpc, shutdown, telemetry};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -85,170 +86,66 @@ impl ServiceConfig {
     }
 }
 
-/// The started resources of a service that is not yet serving.
+/// A service with every part built, ready to run. Each service's
+/// `startup::build` fills it in, in plain sight.
 #[derive(Debug)]
-pub struct Foundation {
+pub struct Service<H> {
+    /// The service's database.
     pub pool: Pool,
+    /// Where gRPC is served (already bound, so port 0 works).
     pub listener: TcpListener,
-}
-
-/// Connects to the database, applies migrations, creates the topics and
-/// binds the gRPC listener.
-pub async fn prepare(spec: &ServiceSpec, config: &ServiceConfig) -> anyhow::Result<Foundation> {
-    let pool = pool::connect(&config.database).await?;
-    migrate::run(&pool, &(spec.migrations)()?).await?;
-    let topics = &config.kafka.topics;
-    config
-        .kafka
-        .ensure_topics(&[&topics.requests, &topics.results])
-        .await
-        .with_context(|| format!("cannot create topics on {}", config.kafka.brokers))?;
-    let listener = TcpListener::bind(config.listen_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
-    Ok(Foundation { pool, listener })
-}
-
-/// The service's moving parts, ready to run.
-#[derive(Debug)]
-pub struct Parts<H> {
-    pub foundation: Foundation,
-    pub router: Router,
-    pub consume_topic: String,
-    pub handler: H,
+    /// The gRPC router: the service's API, health and reflection.
+    pub grpc: Router,
+    /// Postgres NOTIFY fan-out (the relay's wake-ups, and any channel the
+    /// service's own code listens to).
     pub notifications: Listener,
+    /// Publishes the service's outbox.
+    pub relay: Relay,
+    /// Applies the consumed topic through the inbox and the service's handler.
+    pub consumer: InboxConsumer<H>,
 }
 
-/// Serves gRPC, consumes `consume_topic` through the inbox and relays the
-/// outbox until `shutdown`; then lets each finish its unit of work, flushes
-/// the producer, commits offsets and closes the pool.
-pub async fn run<H: Handler>(
-    config: &ServiceConfig,
-    parts: Parts<H>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let Parts {
-        foundation: Foundation { pool, listener },
-        router,
-        consume_topic,
-        handler,
-        notifications,
-    } = parts;
-    let consumer = InboxConsumer::new(
-        pool.clone(),
-        config.kafka.consumer(&config.inbox.group_id)?,
-        &consume_topic,
-        handler,
-        config.inbox.clone(),
-    );
-    let relay = Relay::new(pool.clone(), config.kafka.producer()?, config.relay.clone());
-    tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
-    let (served, consumed, ()) = tokio::join!(
-        grpc::serve(router, listener, shutdown.clone()),
-        consumer.run(shutdown.clone()),
-        relay.run(&notifications, shutdown.clone()),
-    );
-    pool.close();
-    served?;
-    consumed?;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// A service application: built from config, then run until shutdown.
-pub trait Application: Sized + Send + 'static {
-    /// Connects, migrates, creates topics and binds the listener.
-    fn build(config: &ServiceConfig) -> impl Future<Output = anyhow::Result<Self>> + Send;
-    /// The bound gRPC address (useful with port 0).
-    fn local_addr(&self) -> std::io::Result<SocketAddr>;
-    /// The database pool.
-    fn pool(&self) -> &Pool;
-    /// Serves until `shutdown`, then finishes the work in flight.
-    fn run_until_stopped(
-        self,
-        shutdown: CancellationToken,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send;
-}
-
-/// What makes one service different from another at run time: its spec,
-/// the NOTIFY channels it listens to, and how it wires its gRPC router and
-/// its inbox handler on top of the shared foundation.
-pub trait Wiring: Send + 'static {
-    /// Names and defaults.
-    const SPEC: ServiceSpec;
-    /// Postgres channels to LISTEN on (the outbox channel is always added).
-    const CHANNELS: &'static [&'static str];
-    /// The inbox handler of the consumed topic.
-    type Handler: Handler;
-
-    /// The gRPC router (health and reflection included), the handler and the
-    /// topic it consumes.
-    fn wire(
-        pool: &Pool,
-        config: &ServiceConfig,
-        notifications: &Listener,
-        shutdown: &CancellationToken,
-    ) -> impl Future<Output = anyhow::Result<(Router, Self::Handler, String)>> + Send;
-}
-
-/// A service application assembled from its [`Wiring`].
-#[derive(Debug)]
-pub struct ServiceApp<W> {
-    foundation: Foundation,
-    config: ServiceConfig,
-    wiring: std::marker::PhantomData<fn() -> W>,
-}
-
-impl<W: Wiring> Application for ServiceApp<W> {
-    async fn build(config: &ServiceConfig) -> anyhow::Result<Self> {
-        Ok(Self {
-            foundation: prepare(&W::SPEC, config).await?,
-            config: config.clone(),
-            wiring: std::marker::PhantomData,
-        })
+impl<H: Handler> Service<H> {
+    /// The bound gRPC address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
     }
 
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.foundation.listener.local_addr()
-    }
-
-    fn pool(&self) -> &Pool {
-        &self.foundation.pool
-    }
-
-    async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    /// Serves gRPC, consumes through the inbox and relays the outbox until
+    /// `shutdown`; then lets each finish its unit of work, flushes the
+    /// producer, commits offsets and closes the pool.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self {
-            foundation, config, ..
-        } = self;
-        let channels: Vec<&str> = std::iter::once(crate::outbox::CHANNEL)
-            .chain(W::CHANNELS.iter().copied())
-            .collect();
-        let notifications = Listener::spawn(&config.database.url, &channels, shutdown.clone());
-        let (router, handler, consume_topic) =
-            W::wire(&foundation.pool, &config, &notifications, &shutdown).await?;
-        let parts = Parts {
-            foundation,
-            router,
-            consume_topic,
-            handler,
+            pool,
+            listener,
+            grpc,
             notifications,
-        };
-        run(&config, parts, shutdown).await
+            relay,
+            consumer,
+        } = self;
+        tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
+        let (served, consumed, ()) = tokio::join!(
+            grpc::serve(grpc, listener, shutdown.clone()),
+            consumer.run(shutdown.clone()),
+            relay.run(&notifications, shutdown.clone()),
+        );
+        pool.close();
+        served?;
+        consumed?;
+        tracing::info!("stopped");
+        Ok(())
     }
 }
 
-/// The command line shared by every service binary.
-pub async fn main<A: Application>(spec: &ServiceSpec) -> ExitCode {
-    let serve = |config: ServiceConfig, shutdown| async move {
-        A::build(&config).await?.run_until_stopped(shutdown).await
-    };
-    match command(spec, serve).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{}: error: {e:#}", spec.name);
-            ExitCode::FAILURE
-        }
-    }
+/// The command line shared by every service binary:
+/// `serve` (default) | `migrate` | `replay-dead-letters` | `health [ADDR]`.
+/// `serve` hands the configuration and the shutdown token to `serve`.
+pub async fn main<F, Fut>(spec: &ServiceSpec, serve: F) -> ExitCode
+where
+    F: FnOnce(ServiceConfig, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    cli::exit(spec.name, command(spec, serve).await)
 }
 
 async fn command<F, Fut>(spec: &ServiceSpec, serve: F) -> anyhow::Result<()>
@@ -258,9 +155,9 @@ where
 {
     let config = ServiceConfig::from_env(spec, &Env::from_process(spec.prefix))?;
     telemetry::init(config.log_format);
-    let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
-        None | Some("serve") => {
+    let command = Command::from_process();
+    match command.name.as_str() {
+        "serve" => {
             if let Some(addr) = config.metrics_addr {
                 metrics_exporter_prometheus::PrometheusBuilder::new()
                     .with_http_listener(addr)
@@ -272,22 +169,22 @@ where
             shutdown::cancel_on_signal(token.clone());
             serve(config, token).await
         }
-        Some("migrate") => {
+        "migrate" => {
             let pool = pool::connect(&config.database).await?;
             let applied = migrate::run(&pool, &(spec.migrations)()?).await?;
             pool.close();
             println!("applied {} migration(s)", applied.len());
             Ok(())
         }
-        Some("replay-dead-letters") => {
+        "replay-dead-letters" => {
             let pool = pool::connect(&config.database).await?;
             let replayed = dead_letter::replay_all(&pool).await?;
             pool.close();
             println!("replayed {replayed} dead letter(s)");
             Ok(())
         }
-        Some("health") => {
-            let addr = match args.next() {
+        "health" => {
+            let addr = match command.args.first() {
                 Some(a) => a.parse().with_context(|| format!("bad address {a:?}"))?,
                 None => config.listen_addr,
             };
@@ -295,9 +192,7 @@ where
             println!("SERVING");
             Ok(())
         }
-        Some(other) => anyhow::bail!(
-            "unknown command {other:?}; use `serve`, `migrate`, `replay-dead-letters` or `health [ADDR]`"
-        ),
+        _ => Err(command.unknown("`serve`, `migrate`, `replay-dead-letters` or `health [ADDR]`")),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The invariant of DESIGN.md §5, checked from the two databases at a quiet
+//! The invariant of the delivery guarantees (docs/architecture.md), checked from the two databases at a quiet
 //! moment: every order is final; every order has exactly one ledger row whose
 //! decision matches the order's status; and for every user
 //! `balance == Σ credits − Σ amounts of FINISHED orders`.

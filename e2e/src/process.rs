@@ -48,7 +48,7 @@ pub enum Probe {
 impl Probe {
     async fn ready(&self, addr: SocketAddr) -> bool {
         match self {
-            Self::Grpc => shop_db::grpc::check_health(addr, "", Duration::from_secs(1))
+            Self::Grpc => shop_runtime::grpc::check_health(addr, "", Duration::from_secs(1))
                 .await
                 .is_ok(),
             Self::Http(path) => reqwest::get(format!("http://{addr}{path}"))

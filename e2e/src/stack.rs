@@ -3,11 +3,11 @@
 
 use crate::broker::Broker;
 use crate::process::{Probe, ServiceProcess, free_port};
-use shop_db::testing::TestDb;
 use shop_db::{DbConfig, Pool};
 use shop_proto::orders::orders_client::OrdersClient;
 use shop_proto::payments::payments_client::PaymentsClient;
 use shop_proto::payments::{CreateAccountRequest, TopUpRequest};
+use shop_testkit::TestDb;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,7 +28,16 @@ pub struct Stack {
     /// Prometheus endpoints: (orders, payments).
     pub metrics: (SocketAddr, SocketAddr),
     run: String,
+    /// Held while the stack lives: see [`MAX_CONCURRENT_STACKS`].
+    _slot: tokio::sync::SemaphorePermit<'static>,
 }
+
+/// How many stacks (a broker and two or three services each) may run at
+/// once: the test binary runs its tests in parallel, and more than this on a
+/// 2-core machine only makes every stack slower.
+pub const MAX_CONCURRENT_STACKS: usize = 4;
+static STACK_SLOTS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(MAX_CONCURRENT_STACKS);
 
 fn service_env(
     prefix: &str,
@@ -74,6 +83,10 @@ fn service_env(
 impl Stack {
     /// Starts a broker, creates both databases and starts both services.
     pub async fn start() -> Self {
+        let slot = STACK_SLOTS
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let run = format!("e2e-{}", uuid::Uuid::new_v4().simple());
         let log_dir = std::env::temp_dir().join(&run);
         std::fs::create_dir_all(&log_dir).expect("log dir");
@@ -122,6 +135,7 @@ impl Stack {
             log_dir,
             metrics,
             run,
+            _slot: slot,
         }
     }
 
@@ -209,7 +223,7 @@ impl Stack {
     /// Kafka settings that reach this stack's broker and topics (for tests
     /// that produce records directly).
     pub fn kafka(&self) -> shop_db::kafka::KafkaConfig {
-        let mut kafka = shop_db::testing::kafka_config(3);
+        let mut kafka = shop_testkit::kafka_config(3);
         kafka.brokers = self.broker.address();
         kafka.topics.requests = format!("{}.payments.requests", self.run);
         kafka.topics.results = format!("{}.payments.results", self.run);

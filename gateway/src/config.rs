@@ -1,6 +1,6 @@
 //! Typed configuration from `GATEWAY_*` environment variables.
 
-use shop_db::{ConfigError, Env, LogFormat};
+use shop_runtime::{ConfigError, Env, LogFormat};
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -1,14 +1,17 @@
-//! Builds the router (routes, docs, middleware) and serves it until shutdown.
+//! How the gateway is assembled: the API routes with their OpenAPI document
+//! (one registration, [`routes::api`]), Swagger UI, the web UI, middleware
+//! (metrics, body limit, timeout, request ids, tracing), and serving until
+//! shutdown.
 
 use crate::GatewayConfig;
-use crate::openapi::ApiDoc;
-use crate::routes::{AppState, accounts, ops, orders, ui};
+use crate::openapi::{self, Document};
+use crate::routes::{self, AppState, ops, ui};
 use crate::upstream::Upstreams;
 use anyhow::Context;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Extension};
 use axum::http::{HeaderName, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::get;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -16,38 +19,33 @@ use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// The OpenAPI document of every route in [`routes::api`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::api().split_for_parts().1
+}
+
+/// [`openapi`] as YAML, exactly as committed in `openapi.yaml`.
+pub fn openapi_yaml() -> String {
+    openapi::to_yaml(&openapi())
+}
+
 /// Every route with its middleware.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    let api = Router::new()
-        .route("/api/v1/accounts", post(accounts::create_account))
-        .route("/api/v1/accounts/{user_id}", get(accounts::get_account))
-        .route("/api/v1/accounts/{user_id}/top-up", post(accounts::top_up))
-        .route(
-            "/api/v1/orders",
-            post(orders::create_order).get(orders::list_orders),
-        )
-        .route("/api/v1/orders/{order_id}", get(orders::get_order))
-        .route(
-            "/api/v1/orders/{order_id}/events",
-            get(orders::order_events),
-        )
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.yaml", get(ops::openapi_yaml))
+    let (api, doc) = routes::api().split_for_parts();
+    let app = api
         .route("/", get(ui::index))
         .route("/assets/app.js", get(ui::app_js))
         .route("/assets/app.css", get(ui::app_css))
         .fallback(ops::not_found)
+        .layer(Extension(Document::new(&doc)))
         .with_state(state);
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+    app.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, request_timeout))
@@ -132,4 +130,44 @@ pub async fn check_health(addr: SocketAddr) -> anyhow::Result<()> {
         "gateway at {target} is not healthy"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use shop_proto::values::{MAX_AMOUNT, MAX_DESCRIPTION_CHARS, MAX_PAGE};
+
+    #[test]
+    fn committed_openapi_yaml_matches_the_code() {
+        let committed = include_str!("../../openapi.yaml");
+        assert!(
+            committed == super::openapi_yaml(),
+            "openapi.yaml is stale: run `make openapi` and commit the result"
+        );
+    }
+
+    /// utoipa's attributes take literals only: this ties each documented
+    /// bound to the one constant the code enforces.
+    #[test]
+    fn documented_limits_are_the_enforced_limits() {
+        let doc: serde_json::Value =
+            serde_json::from_str(&super::openapi().to_json().expect("json")).expect("parses");
+        let schemas = &doc["components"]["schemas"];
+        for schema in ["Order", "TopUp", "CreateOrder"] {
+            let amount = &schemas[schema]["properties"]["amount"];
+            assert_eq!(amount["minimum"], 1, "{schema}.amount");
+            assert_eq!(amount["maximum"], MAX_AMOUNT, "{schema}.amount");
+        }
+        assert_eq!(
+            schemas["CreateOrder"]["properties"]["description"]["maxLength"],
+            MAX_DESCRIPTION_CHARS
+        );
+        let list = doc["paths"]["/api/v1/orders"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters");
+        let limit = list
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .expect("limit parameter");
+        assert_eq!(limit["schema"]["maximum"], MAX_PAGE);
+    }
 }

@@ -1,11 +1,12 @@
-//! The `shop.orders.v1.Orders` gRPC service: converts requests into checked
-//! values, calls the use cases and maps their errors to statuses once.
+//! The `shop.orders.v1.Orders` gRPC service, the edge of the orders service:
+//! converts requests into checked values, calls the use cases in
+//! [`crate::orders`] and [`crate::watch`], converts orders back to proto and
+//! maps use-case errors to statuses, once.
 
 use crate::domain::{CancelReason, NewOrder, Order, Status as OrderStatus};
 use crate::orders::{self, OrderError};
 use crate::watch;
 use shop_db::Pool;
-use shop_db::grpc::db_status;
 use shop_db::listen::Listener;
 use shop_proto::error_code::{ErrorCode, invalid_argument};
 use shop_proto::orders as pb;
@@ -160,7 +161,7 @@ pub fn status(e: OrderError) -> Status {
         OrderError::BadLimit(_) | OrderError::BadCursor => {
             ErrorCode::ValidationFailed.status(Code::InvalidArgument, e.to_string())
         }
-        OrderError::Db(db) => db_status(db),
+        OrderError::Db(db) => db.to_status(),
         OrderError::Corrupt(c) => {
             tracing::error!(error = %c, "corrupt order row");
             ErrorCode::Internal.status(Code::Internal, "internal error")

@@ -1,18 +1,24 @@
-//! The orders service: creates orders (order row + `PaymentRequested` in the
-//! outbox, one transaction), serves them over gRPC with live status, and
-//! finalises them from `PaymentCompleted` events through its inbox.
+//! The orders service. Follow one order through it in this order:
+//!
+//! 1. [`grpc`] — `CreateOrder` arrives; the request becomes checked values;
+//! 2. [`orders`] — the use case writes the order and its `PaymentRequested`
+//!    event to the outbox in ONE transaction ([`persistence`] holds the SQL,
+//!    [`domain`] the order and its statuses);
+//! 3. the relay built in [`startup`] publishes the event to Kafka; the
+//!    payments service decides and answers with `PaymentCompleted`;
+//! 4. [`on_payment_completed`] applies the answer through the inbox: the
+//!    order moves from NEW to FINISHED or CANCELLED, once;
+//! 5. [`watch`] streams each status change to `WatchOrder` callers (the
+//!    gateway's SSE) from Postgres NOTIFY.
+//!
+//! [`config`] names the service's variables and defaults. The whole system
+//! is described in `docs/architecture.md`.
 
+pub mod config;
 pub mod domain;
 pub mod grpc;
+pub mod on_payment_completed;
 pub mod orders;
 pub mod persistence;
-pub mod results;
 pub mod startup;
 pub mod watch;
-
-pub use startup::{Application, OrdersConfig};
-
-/// Embedded SQL migrations of the orders database (V2 is the shared messaging schema).
-pub mod migrations {
-    refinery::embed_migrations!("migrations");
-}

@@ -1,19 +1,16 @@
-//! Order use cases: each opens and commits its own transaction. Creating an
-//! order writes the order and its `PaymentRequested` event in ONE transaction
-//! (no Kafka call on the request path).
+//! Order use cases, called by [`crate::grpc`]: each opens and commits its
+//! own transaction. Creating an order writes the order and its
+//! `PaymentRequested` event to the outbox in ONE transaction (no Kafka call
+//! on the request path); the relay publishes it after the commit.
 
 use crate::domain::{NewOrder, Order};
 use crate::persistence::{self, RowError};
 use shop_db::outbox::{self, NewEvent};
-use shop_db::{DbError, Pool, trace};
+use shop_db::{DbError, Pool, headers};
 use shop_proto::events::PaymentRequested;
 use shop_proto::time::to_timestamp;
-use shop_proto::values::{OrderId, UserId};
+use shop_proto::values::{DEFAULT_PAGE, MAX_PAGE, OrderId, UserId};
 use uuid::Uuid;
-
-/// Default and largest page sizes of `list`.
-pub const DEFAULT_PAGE: u32 = 20;
-pub const MAX_PAGE: u32 = 100;
 
 /// Why an order operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +81,7 @@ pub async fn create(pool: &Pool, requests_topic: &str, new: NewOrder) -> Result<
         requests_topic,
         order.user_id,
         &requested,
-        trace::new_root(),
+        headers::new_root(),
     );
     outbox::enqueue(&tx, &event).await?;
     tx.commit().await?;

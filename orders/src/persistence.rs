@@ -1,10 +1,26 @@
-//! SQL for orders: free functions over any client or transaction, rows mapped once.
+//! All of the orders database: its migrations (`migrations/`, plus the shared
+//! messaging schema), the NOTIFY channel its status trigger fires, and the
+//! SQL as free functions over any client or transaction, rows mapped once.
 
 use crate::domain::{NewOrder, Order, Status};
-use shop_db::GenericClient;
+use shop_db::{GenericClient, migrate};
 use shop_proto::values::{IdempotencyKey, OrderId, UserId};
 use tokio_postgres::Row;
 use uuid::Uuid;
+
+/// The channel the `order_status_changed` trigger (`migrations/V1__orders.sql`)
+/// notifies on every status change, with the order id as payload; it must
+/// match `pg_notify('order_status', …)` there (a test checks).
+pub const STATUS_CHANNEL: &str = "order_status";
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Every migration of the orders database, the shared messaging schema included.
+pub fn migrations() -> anyhow::Result<Vec<refinery::Migration>> {
+    Ok(migrate::with_messaging(&embedded::migrations::runner())?)
+}
 
 /// A row that breaks the schema's own rules.
 #[derive(Debug, thiserror::Error)]
@@ -120,4 +136,13 @@ pub async fn finalise(
         )
         .await?;
     Ok(updated == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_status_channel_is_the_one_the_trigger_notifies() {
+        let sql = include_str!("../migrations/V1__orders.sql");
+        assert!(sql.contains(&format!("pg_notify('{}'", super::STATUS_CHANNEL)));
+    }
 }

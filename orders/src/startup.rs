@@ -1,67 +1,74 @@
-//! How the orders service is assembled: its spec, migrations, gRPC service
-//! (with live status) and the payment-result consumer, on the shared service
-//! machinery.
+//! How the orders service is assembled, in the order its parts depend on
+//! each other: the database (migrated), the topics, the NOTIFY listener, the
+//! relay that publishes its outbox (`PaymentRequested` on the requests
+//! topic), the consumer of the results topic with its handler
+//! ([`OnPaymentCompleted`]), and the gRPC API with health and reflection.
+//! The parts are handed, as a named [`Service`], to the run function every
+//! service shares.
 
+use crate::config::{OrdersConfig, SPEC};
 use crate::grpc::{OrdersGrpc, OrdersServer};
-use crate::results::PaymentResultHandler;
-use crate::watch;
+use crate::on_payment_completed::OnPaymentCompleted;
+use crate::persistence;
+use anyhow::Context;
+use shop_db::inbox::InboxConsumer;
 use shop_db::listen::Listener;
-use shop_db::service::{ServiceApp, ServiceConfig, ServiceSpec, Wiring};
-use shop_db::{Pool, grpc, migrate};
+use shop_db::relay::Relay;
+use shop_db::service::Service;
+use shop_db::{migrate, outbox, pool};
+use shop_runtime::grpc;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::Router;
 
-/// The orders service's configuration (`ORDERS_*`).
-pub type OrdersConfig = ServiceConfig;
+/// Builds every part of the orders service; nothing runs until
+/// [`Service::run_until_stopped`]. Background tasks stop on `shutdown`.
+pub async fn build(
+    config: &OrdersConfig,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Service<OnPaymentCompleted>> {
+    let pool = pool::connect(&config.database).await?;
+    migrate::run(&pool, &persistence::migrations()?).await?;
+    let topics = &config.kafka.topics;
+    config
+        .kafka
+        .ensure_topics(&[&topics.requests, &topics.results])
+        .await
+        .with_context(|| format!("cannot create topics on {}", config.kafka.brokers))?;
 
-/// The runnable orders service.
-pub type Application = ServiceApp<Orders>;
+    // Wakes the relay when an order commits, and watchers when a status changes.
+    let notifications = Listener::spawn(
+        &config.database.url,
+        &[outbox::CHANNEL, persistence::STATUS_CHANNEL],
+        shutdown.clone(),
+    );
+    let relay = Relay::new(pool.clone(), config.kafka.producer()?, config.relay.clone());
+    let consumer = InboxConsumer::new(
+        pool.clone(),
+        config.kafka.consumer(&config.inbox.group_id)?,
+        &topics.results,
+        OnPaymentCompleted,
+        config.inbox.clone(),
+    );
 
-/// Names and defaults of the orders service.
-pub const SPEC: ServiceSpec = ServiceSpec {
-    name: "orders",
-    prefix: "ORDERS_",
-    grpc_service: "shop.orders.v1.Orders",
-    listen_addr: "127.0.0.1:50051",
-    database: "orders",
-    consumer_group: "orders",
-    metrics_addr: "127.0.0.1:9151",
-    migrations,
-};
+    let orders = OrdersGrpc::new(
+        pool.clone(),
+        notifications.clone(),
+        &topics.requests,
+        shutdown.clone(),
+    );
+    let (health, router) = grpc::base_router(SPEC.grpc_service)?;
+    health.set_serving::<OrdersServer<OrdersGrpc>>().await;
+    let router = router.add_service(OrdersServer::new(orders));
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
 
-/// Every migration of the orders database, messaging schema included.
-pub fn migrations() -> anyhow::Result<Vec<refinery::Migration>> {
-    Ok(migrate::with_messaging(
-        &crate::migrations::migrations::runner(),
-    )?)
-}
-
-/// The orders wiring: orders over gRPC, payment results from Kafka, status
-/// changes from Postgres NOTIFY.
-#[derive(Debug)]
-pub struct Orders;
-
-impl Wiring for Orders {
-    const SPEC: ServiceSpec = SPEC;
-    const CHANNELS: &'static [&'static str] = &[watch::CHANNEL];
-    type Handler = PaymentResultHandler;
-
-    async fn wire(
-        pool: &Pool,
-        config: &ServiceConfig,
-        notifications: &Listener,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<(Router, PaymentResultHandler, String)> {
-        let topics = &config.kafka.topics;
-        let orders = OrdersGrpc::new(
-            pool.clone(),
-            notifications.clone(),
-            &topics.requests,
-            shutdown.clone(),
-        );
-        let (reporter, router) = grpc::base_router(SPEC.grpc_service)?;
-        reporter.set_serving::<OrdersServer<OrdersGrpc>>().await;
-        let router = router.add_service(OrdersServer::new(orders));
-        Ok((router, PaymentResultHandler, topics.results.clone()))
-    }
+    Ok(Service {
+        pool,
+        listener,
+        grpc: router,
+        notifications,
+        relay,
+        consumer,
+    })
 }

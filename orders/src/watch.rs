@@ -1,9 +1,10 @@
-//! WatchOrder: the order's current state first, then every change, ending
-//! after a final status. Changes arrive as Postgres NOTIFYs (so any replica's
+//! WatchOrder, behind the gateway's SSE: the order's current state first,
+//! then every change, ending after a final status. Changes arrive as Postgres NOTIFYs (so any replica's
 //! update reaches every watcher); a periodic re-read covers a lost listener.
 
 use crate::domain::Order;
 use crate::orders::{self, OrderError};
+use crate::persistence::STATUS_CHANNEL;
 use shop_db::Pool;
 use shop_db::listen::{Listener, Notification};
 use shop_proto::values::OrderId;
@@ -11,8 +12,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// The channel the orders status trigger notifies, with the order id as payload.
-pub const CHANNEL: &str = "order_status";
 /// Re-read the order at least this often, whatever the notifications say.
 const RECHECK: Duration = Duration::from_secs(5);
 
@@ -39,7 +38,7 @@ pub async fn watch(
                 _ = tx.closed() => return,
                 _ = tokio::time::sleep(RECHECK) => {}
                 n = changes.recv() => match n {
-                    Ok(Notification::Notify { channel, payload }) if channel != CHANNEL || payload != id_text => continue,
+                    Ok(Notification::Notify { channel, payload }) if channel != STATUS_CHANNEL || payload != id_text => continue,
                     _ => {}
                 },
             }

@@ -1,6 +1,8 @@
-//! Account use cases: each opens and commits its own transaction.
+//! Account use cases, called by [`crate::grpc`]: open, read and top up; each
+//! opens and commits its own transaction.
 
-use crate::persistence::{self, Account};
+use crate::domain::Account;
+use crate::persistence;
 use shop_db::{DbError, Pool};
 use shop_proto::values::{Amount, IdempotencyKey, UserId};
 

@@ -1,10 +1,11 @@
-//! The `shop.payments.v1.Payments` gRPC service: converts requests into
-//! checked values, calls the use cases and maps their errors to statuses once.
+//! The `shop.payments.v1.Payments` gRPC service, the edge of the payments
+//! service: converts requests into checked values, calls the use cases in
+//! [`crate::accounts`], converts accounts back to proto and maps use-case
+//! errors to statuses, once.
 
 use crate::accounts::{self, AccountError};
-use crate::persistence::Account;
+use crate::domain::Account;
 use shop_db::Pool;
-use shop_db::grpc::db_status;
 use shop_proto::error_code::{ErrorCode, invalid_argument};
 use shop_proto::payments as pb;
 use shop_proto::time::to_timestamp;
@@ -102,7 +103,7 @@ pub fn status(e: AccountError) -> Status {
         AccountError::IdempotencyKeyReused => {
             ErrorCode::IdempotencyKeyReused.status(Code::FailedPrecondition, e.to_string())
         }
-        AccountError::Db(db) => db_status(db),
+        AccountError::Db(db) => db.to_status(),
     }
 }
 

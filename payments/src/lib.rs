@@ -1,15 +1,21 @@
-//! The payments service: accounts and their credits over gRPC; exactly-once
-//! debits for orders arrive through Kafka (see `ledger`).
+//! The payments service. Follow one order's payment through it in this order:
+//!
+//! 1. the consumer built in [`startup`] receives `PaymentRequested` from
+//!    Kafka and records its event id in the inbox;
+//! 2. [`on_payment_requested`] decides the order once, in the same
+//!    transaction: [`persistence::decide`] inserts the ledger row and debits
+//!    only if the balance covers the amount; the `PaymentCompleted` answer
+//!    goes to the outbox, and the relay publishes it after the commit.
+//!
+//! Accounts are opened, read and topped up over gRPC: [`grpc`] is the edge,
+//! [`accounts`] the use cases, [`domain`] the types, [`persistence`] all SQL,
+//! [`config`] the service's variables and defaults. The whole system is
+//! described in `docs/architecture.md`.
 
 pub mod accounts;
+pub mod config;
+pub mod domain;
 pub mod grpc;
-pub mod ledger;
+pub mod on_payment_requested;
 pub mod persistence;
 pub mod startup;
-
-pub use startup::{Application, PaymentsConfig};
-
-/// Embedded SQL migrations of the payments database.
-pub mod migrations {
-    refinery::embed_migrations!("migrations");
-}

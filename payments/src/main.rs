@@ -1,9 +1,16 @@
-//! `payments [serve|migrate|replay-dead-letters|health [ADDR]]`: a thin entry point over the library.
+//! `payments [serve|migrate|replay-dead-letters|health [ADDR]]`: a thin entry
+//! point over the library.
 
-use shop_payments::{Application, startup::SPEC};
+use shop_payments::{config::SPEC, startup};
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    shop_db::service::main::<Application>(&SPEC).await
+    shop_db::service::main(&SPEC, |config, shutdown| async move {
+        startup::build(&config, &shutdown)
+            .await?
+            .run_until_stopped(shutdown)
+            .await
+    })
+    .await
 }

@@ -1,19 +1,21 @@
-//! SQL for accounts and credits: free functions over any client or
-//! transaction, rows mapped once.
+//! All of the payments database: its migrations (`migrations/`, plus the
+//! shared messaging schema) and the SQL as free functions over any client or
+//! transaction, rows mapped once: accounts and credits, and the ledger's
+//! exactly-once debit ([`decide`]).
 
-use shop_db::GenericClient;
+use crate::domain::{Account, Decision, KeyedCredit, PaymentRequest};
+use shop_db::{GenericClient, migrate};
 use shop_proto::values::{Amount, IdempotencyKey, UserId};
-use std::time::SystemTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-/// An account row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
-    pub user_id: UserId,
-    pub balance: i64,
-    pub created_at: SystemTime,
-    pub updated_at: SystemTime,
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Every migration of the payments database, the shared messaging schema included.
+pub fn migrations() -> anyhow::Result<Vec<refinery::Migration>> {
+    Ok(migrate::with_messaging(&embedded::migrations::runner())?)
 }
 
 impl TryFrom<&Row> for Account {
@@ -27,14 +29,6 @@ impl TryFrom<&Row> for Account {
             updated_at: row.try_get("updated_at")?,
         })
     }
-}
-
-/// A credit that was recorded under an idempotency key.
-#[derive(Debug, Clone)]
-pub struct KeyedCredit {
-    pub amount: i64,
-    pub balance_after: i64,
-    pub created_at: SystemTime,
 }
 
 const ACCOUNT_COLUMNS: &str = "user_id, balance, created_at, updated_at";
@@ -130,4 +124,68 @@ pub async fn credit(
     )
     .await?;
     Ok(account)
+}
+
+/// Decides an order once, in the caller's transaction: insert the ledger row
+/// (UNIQUE order id), debit only if the balance covers the amount, record the
+/// decision. A repeated request returns the first decision and never debits
+/// twice, even after a later top-up and even if inbox rows were cleaned up.
+pub async fn decide(
+    db: &impl GenericClient,
+    request: &PaymentRequest,
+) -> Result<Decision, tokio_postgres::Error> {
+    let inserted = db
+        .execute(
+            "INSERT INTO payments (order_id, user_id, amount, request_event_id)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING",
+            &[
+                request.order_id.as_uuid(),
+                request.user_id.as_uuid(),
+                &request.amount.get(),
+                &request.event_id,
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        let row = db
+            .query_one(
+                "SELECT outcome FROM payments WHERE order_id = $1",
+                &[request.order_id.as_uuid()],
+            )
+            .await?;
+        let outcome: Option<String> = row.try_get(0)?;
+        // A committed row always carries its outcome (set in the same transaction).
+        if let Some(decision) = outcome.as_deref().and_then(Decision::parse) {
+            tracing::info!(order_id = %request.order_id, decision = decision.as_str(), "order already decided");
+            return Ok(decision);
+        }
+    }
+    let debited = db
+        .execute(
+            "UPDATE accounts SET balance = balance - $2, updated_at = now()
+             WHERE user_id = $1 AND balance >= $2",
+            &[request.user_id.as_uuid(), &request.amount.get()],
+        )
+        .await?;
+    let decision = if debited == 1 {
+        Decision::Paid
+    } else if db
+        .query_opt(
+            "SELECT 1 FROM accounts WHERE user_id = $1",
+            &[request.user_id.as_uuid()],
+        )
+        .await?
+        .is_some()
+    {
+        Decision::InsufficientFunds
+    } else {
+        Decision::AccountNotFound
+    };
+    db.execute(
+        "UPDATE payments SET outcome = $2 WHERE order_id = $1",
+        &[request.order_id.as_uuid(), &decision.as_str()],
+    )
+    .await?;
+    tracing::info!(order_id = %request.order_id, user_id = %request.user_id, amount = request.amount.get(), decision = decision.as_str(), "payment decided");
+    Ok(decision)
 }

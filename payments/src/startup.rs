@@ -1,62 +1,65 @@
-//! How the payments service is assembled: its spec, migrations, gRPC service
-//! and the payment-request consumer, on the shared service machinery.
+//! How the payments service is assembled, in the order its parts depend on
+//! each other: the database (migrated), the topics, the NOTIFY listener, the
+//! relay that publishes its outbox (`PaymentCompleted` on the results
+//! topic), the consumer of the requests topic with its handler
+//! ([`OnPaymentRequested`]), and the gRPC API with health and reflection.
+//! The parts are handed, as a named [`Service`], to the run function every
+//! service shares.
 
+use crate::config::{PaymentsConfig, SPEC};
 use crate::grpc::{PaymentsGrpc, PaymentsServer};
-use crate::ledger::PaymentRequestHandler;
+use crate::on_payment_requested::OnPaymentRequested;
+use crate::persistence;
+use anyhow::Context;
+use shop_db::inbox::InboxConsumer;
 use shop_db::listen::Listener;
-use shop_db::service::{ServiceApp, ServiceConfig, ServiceSpec, Wiring};
-use shop_db::{Pool, grpc, migrate};
+use shop_db::relay::Relay;
+use shop_db::service::Service;
+use shop_db::{migrate, outbox, pool};
+use shop_runtime::grpc;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::Router;
 
-/// The payments service's configuration (`PAYMENTS_*`).
-pub type PaymentsConfig = ServiceConfig;
+/// Builds every part of the payments service; nothing runs until
+/// [`Service::run_until_stopped`]. Background tasks stop on `shutdown`.
+pub async fn build(
+    config: &PaymentsConfig,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Service<OnPaymentRequested>> {
+    let pool = pool::connect(&config.database).await?;
+    migrate::run(&pool, &persistence::migrations()?).await?;
+    let topics = &config.kafka.topics;
+    config
+        .kafka
+        .ensure_topics(&[&topics.requests, &topics.results])
+        .await
+        .with_context(|| format!("cannot create topics on {}", config.kafka.brokers))?;
 
-/// The runnable payments service.
-pub type Application = ServiceApp<Payments>;
+    // Wakes the relay when a decision (with its result event) commits.
+    let notifications = Listener::spawn(&config.database.url, &[outbox::CHANNEL], shutdown.clone());
+    let relay = Relay::new(pool.clone(), config.kafka.producer()?, config.relay.clone());
+    let consumer = InboxConsumer::new(
+        pool.clone(),
+        config.kafka.consumer(&config.inbox.group_id)?,
+        &topics.requests,
+        OnPaymentRequested::new(&topics.results),
+        config.inbox.clone(),
+    );
 
-/// Names and defaults of the payments service.
-pub const SPEC: ServiceSpec = ServiceSpec {
-    name: "payments",
-    prefix: "PAYMENTS_",
-    grpc_service: "shop.payments.v1.Payments",
-    listen_addr: "127.0.0.1:50052",
-    database: "payments",
-    consumer_group: "payments",
-    metrics_addr: "127.0.0.1:9152",
-    migrations,
-};
+    let payments = PaymentsGrpc::new(pool.clone());
+    let (health, router) = grpc::base_router(SPEC.grpc_service)?;
+    health.set_serving::<PaymentsServer<PaymentsGrpc>>().await;
+    let router = router.add_service(PaymentsServer::new(payments));
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
 
-/// Every migration of the payments database, messaging schema included.
-pub fn migrations() -> anyhow::Result<Vec<refinery::Migration>> {
-    Ok(migrate::with_messaging(
-        &crate::migrations::migrations::runner(),
-    )?)
-}
-
-/// The payments wiring: accounts over gRPC, payment requests from Kafka.
-#[derive(Debug)]
-pub struct Payments;
-
-impl Wiring for Payments {
-    const SPEC: ServiceSpec = SPEC;
-    const CHANNELS: &'static [&'static str] = &[];
-    type Handler = PaymentRequestHandler;
-
-    async fn wire(
-        pool: &Pool,
-        config: &ServiceConfig,
-        _: &Listener,
-        _: &CancellationToken,
-    ) -> anyhow::Result<(Router, PaymentRequestHandler, String)> {
-        let (reporter, router) = grpc::base_router(SPEC.grpc_service)?;
-        reporter.set_serving::<PaymentsServer<PaymentsGrpc>>().await;
-        let router = router.add_service(PaymentsServer::new(PaymentsGrpc::new(pool.clone())));
-        let topics = &config.kafka.topics;
-        Ok((
-            router,
-            PaymentRequestHandler::new(&topics.results),
-            topics.requests.clone(),
-        ))
-    }
+    Ok(Service {
+        pool,
+        listener,
+        grpc: router,
+        notifications,
+        relay,
+        consumer,
+    })
 }

@@ -10,6 +10,10 @@ pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 /// Longest order description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 1_000;
+/// Page size of an order list when the client names none.
+pub const DEFAULT_PAGE: u32 = 20;
+/// Largest page size of an order list.
+pub const MAX_PAGE: u32 = 100;
 
 /// Why a raw value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,14 +1,20 @@
-//! HTTP handlers, one module per resource, sharing [`AppState`].
+//! HTTP handlers, one module per resource, sharing [`AppState`], and the one
+//! list of API routes ([`api`]): each registered once, with its OpenAPI
+//! description.
 
 pub mod accounts;
 pub mod ops;
 pub mod orders;
 pub mod ui;
 
+use crate::openapi::ApiDoc;
 use crate::upstream::Upstreams;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -18,4 +24,20 @@ pub struct AppState {
     pub sse_keepalive: Duration,
     /// Cancelled on shutdown: ends open event streams so draining finishes.
     pub shutdown: CancellationToken,
+}
+
+/// Every documented route, registered once: the router and the OpenAPI
+/// document both come from here (`split_for_parts`).
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(accounts::create_account))
+        .routes(routes!(accounts::get_account))
+        .routes(routes!(accounts::top_up))
+        .routes(routes!(orders::create_order, orders::list_orders))
+        .routes(routes!(orders::get_order))
+        .routes(routes!(orders::order_events))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi_yaml))
 }

@@ -3,9 +3,10 @@
 
 use super::AppState;
 use crate::dto::Health;
+use crate::openapi::Document;
 use crate::problem::ApiError;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
@@ -55,10 +56,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// The OpenAPI document as YAML (also at `/openapi.json`).
 #[utoipa::path(get, path = "/openapi.yaml", tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1 document (YAML)")))]
-pub async fn openapi_yaml() -> impl IntoResponse {
+pub async fn openapi_yaml(Extension(document): Extension<Document>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/yaml")],
-        crate::openapi::yaml(),
+        document.0.to_string(),
     )
 }
 

@@ -11,7 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use futures::StreamExt;
 use shop_proto::orders as pb;
-use shop_proto::values::{Amount, Description, OrderId, UserId};
+use shop_proto::values::{Amount, DEFAULT_PAGE, Description, MAX_PAGE, OrderId, UserId};
 use std::convert::Infallible;
 
 fn order(o: Option<pb::Order>) -> Result<Order, ApiError> {
@@ -77,10 +77,10 @@ pub async fn list_orders(
     ApiQuery(query): ApiQuery<ListOrders>,
 ) -> Result<Json<OrderPage>, ApiError> {
     let user = UserId::parse(&query.user_id).map_err(invalid_param)?;
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and 100, got {limit}"
+            "limit must be between 1 and {MAX_PAGE}, got {limit}"
         )));
     }
     let response = state

@@ -134,58 +134,18 @@ impl FromStr for LogFormat {
     }
 }
 
-/// Where and how to reach a service's database.
-#[derive(Debug, Clone)]
-pub struct DbConfig {
-    /// A libpq-style URL, e.g. `postgres://postgres@127.0.0.1:5432/payments`.
-    pub url: String,
-    /// Largest number of pooled connections.
-    pub pool_size: usize,
-    /// How long to wait for a connection (at start and from the pool).
-    pub connect_timeout: Duration,
-}
-
-impl DbConfig {
-    /// Reads `{prefix}DATABASE_URL`, `…DATABASE_POOL_SIZE`, `…DATABASE_CONNECT_TIMEOUT_MS`.
-    pub fn from_env(env: &Env, default_database: &str) -> Result<Self, ConfigError> {
-        let url = env.string_or(
-            "DATABASE_URL",
-            &format!("postgres://postgres@127.0.0.1:5432/{default_database}"),
-        );
-        let pool_size: usize = env.parse_or("DATABASE_POOL_SIZE", 16)?;
-        if pool_size == 0 {
-            return Err(env.invalid("DATABASE_POOL_SIZE", "0", "must be greater than 0"));
-        }
-        Ok(Self {
-            url,
-            pool_size,
-            connect_timeout: env
-                .millis_or("DATABASE_CONNECT_TIMEOUT_MS", Duration::from_secs(5))?,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn defaults_point_at_loopback() {
-        let env = Env::from_pairs("PAYMENTS_", Vec::<(String, String)>::new());
-        let db = DbConfig::from_env(&env, "payments").expect("defaults are valid");
-        assert_eq!(db.url, "postgres://postgres@127.0.0.1:5432/payments");
-        assert_eq!(db.pool_size, 16);
-    }
-
-    #[test]
     fn bad_value_names_the_variable() {
-        let env = Env::from_pairs("PAYMENTS_", [("PAYMENTS_DATABASE_POOL_SIZE", "many")]);
-        let err = DbConfig::from_env(&env, "payments").expect_err("must fail");
-        assert_eq!(err.var, "PAYMENTS_DATABASE_POOL_SIZE");
-        assert!(
-            err.to_string().contains("PAYMENTS_DATABASE_POOL_SIZE"),
-            "{err}"
-        );
+        let env = Env::from_pairs("PAYMENTS_", [("PAYMENTS_POOL_SIZE", "many")]);
+        let err = env
+            .parse_or::<usize>("POOL_SIZE", 16)
+            .expect_err("must fail");
+        assert_eq!(err.var, "PAYMENTS_POOL_SIZE");
+        assert!(err.to_string().contains("PAYMENTS_POOL_SIZE"), "{err}");
     }
 
     #[test]
@@ -198,14 +158,14 @@ mod tests {
                 ("Y_A", "other"),
             ],
         );
-        DbConfig::from_env(&env, "x").expect("valid");
+        assert_eq!(env.string_or("DATABASE_URL", "default"), "postgres://h/d");
         assert_eq!(env.unknown(), vec!["X_DATABSE_URL".to_owned()]);
     }
 
     #[test]
     fn zero_durations_are_refused() {
-        let env = Env::from_pairs("X_", [("X_DATABASE_CONNECT_TIMEOUT_MS", "0")]);
-        assert!(DbConfig::from_env(&env, "x").is_err());
+        let env = Env::from_pairs("X_", [("X_TIMEOUT_MS", "0")]);
+        assert!(env.millis_or("TIMEOUT_MS", Duration::from_secs(1)).is_err());
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! The Orders gRPC API against a real PostgreSQL, over a real socket.
 
-mod helpers;
-
-use helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app};
 use shop_proto::error_code::ErrorCode;
 use shop_proto::orders::{
     CreateOrderRequest, GetOrderRequest, ListOrdersRequest, Order, OrderStatus,

@@ -2,14 +2,12 @@
 //! real broker, results read back from the results topic, balances checked in
 //! the real database.
 
-mod helpers;
-
-use helpers::{TestApp, spawn_app, spawn_with};
+use crate::helpers::{TestApp, spawn_app, spawn_with};
 use prost::Message as _;
 use rdkafka::Message as _;
-use shop_db::testing::{self, eventually, produce_raw, read_topic};
 use shop_proto::events::{DeclineReason, PaymentCompleted, PaymentOutcome, PaymentRequested};
 use shop_proto::payments::{CreateAccountRequest, GetAccountRequest, TopUpRequest};
+use shop_testkit::{eventually, produce_raw, read_topic};
 use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
@@ -252,9 +250,9 @@ async fn replaying_the_whole_topic_in_a_new_group_changes_nothing() {
     let db = app.db.clone();
     app.stop().await;
 
-    let group = testing::unique_group("replay");
+    let group = shop_testkit::unique_group("replay");
     let mut again = spawn_with(db, kafka.clone(), &group).await;
-    testing::wait_group_caught_up(&kafka, &group, &kafka.topics.requests, WAIT).await;
+    shop_testkit::wait_group_caught_up(&kafka, &group, &kafka.topics.requests, WAIT).await;
     assert_eq!(balance(&mut again, &user).await, 400);
     assert_eq!(again.scalar("SELECT count(*) FROM payments").await, 4);
     assert_eq!(again.scalar("SELECT count(*) FROM outbox").await, 4);

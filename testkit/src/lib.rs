@@ -1,7 +1,12 @@
-//! Test helper: a fresh database per test, dropped afterwards even when the
-//! test fails (the guard's `Drop` runs during unwinding).
+//! Test helpers, for dev-dependencies only: a fresh database per test
+//! (dropped afterwards even when the test fails: the guard's `Drop` runs
+//! during unwinding), fresh topics and consumer groups on the test broker,
+//! waiting on a condition with a deadline, raw records in and out of Kafka,
+//! and a real service running in-process on port 0.
 
-use crate::DbConfig;
+use shop_db::DbConfig;
+use shop_db::inbox::Handler;
+use shop_db::service::{Service, ServiceConfig};
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
@@ -108,16 +113,16 @@ fn url_of(pg: &tokio_postgres::Config, dbname: &str) -> String {
 
 /// Kafka settings for one test: the test broker (`SHOP_TEST_KAFKA_BROKERS`,
 /// default 127.0.0.1:9092), fresh topic names, and the tansu workaround
-/// (`batch.num.messages=1`, DESIGN.md §7).
-pub fn kafka_config(partitions: i32) -> crate::kafka::KafkaConfig {
+/// (`batch.num.messages=1`: see "The test broker" in docs/architecture.md).
+pub fn kafka_config(partitions: i32) -> shop_db::kafka::KafkaConfig {
     let run = uuid::Uuid::new_v4().simple().to_string();
-    crate::kafka::KafkaConfig {
+    shop_db::kafka::KafkaConfig {
         brokers: std::env::var("SHOP_TEST_KAFKA_BROKERS")
             .unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
         common: Vec::new(),
         producer: vec![("batch.num.messages".to_owned(), "1".to_owned())],
         consumer: vec![("fetch.wait.max.ms".to_owned(), "25".to_owned())],
-        topics: crate::kafka::Topics {
+        topics: shop_db::kafka::Topics {
             requests: format!("test-{run}.requests"),
             results: format!("test-{run}.results"),
             partitions,
@@ -153,7 +158,7 @@ where
 
 /// Produces one raw record and waits for its delivery.
 pub async fn produce_raw(
-    kafka: &crate::kafka::KafkaConfig,
+    kafka: &shop_db::kafka::KafkaConfig,
     topic: &str,
     key: &str,
     payload: &[u8],
@@ -183,7 +188,7 @@ pub async fn produce_raw(
 /// Reads every record of `topic` from the start, in a fresh group, until
 /// `count` have arrived (panics after `timeout`).
 pub async fn read_topic(
-    kafka: &crate::kafka::KafkaConfig,
+    kafka: &shop_db::kafka::KafkaConfig,
     topic: &str,
     count: usize,
     timeout: Duration,
@@ -207,7 +212,7 @@ pub async fn read_topic(
 }
 
 /// How many records `topic` holds (sum of its partitions' high watermarks).
-pub fn topic_size(kafka: &crate::kafka::KafkaConfig, topic: &str) -> i64 {
+pub fn topic_size(kafka: &shop_db::kafka::KafkaConfig, topic: &str) -> i64 {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let probe: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
@@ -226,7 +231,7 @@ pub fn topic_size(kafka: &crate::kafka::KafkaConfig, topic: &str) -> i64 {
 /// Waits until `group` has committed offsets up to the end of every
 /// partition of `topic`.
 pub async fn wait_group_caught_up(
-    kafka: &crate::kafka::KafkaConfig,
+    kafka: &shop_db::kafka::KafkaConfig,
     group: &str,
     topic: &str,
     timeout: Duration,
@@ -275,8 +280,8 @@ pub async fn wait_group_caught_up(
 pub struct TestService<C> {
     pub addr: std::net::SocketAddr,
     pub client: C,
-    pub pool: crate::Pool,
-    pub config: crate::service::ServiceConfig,
+    pub pool: shop_db::Pool,
+    pub config: shop_db::service::ServiceConfig,
     pub shutdown: tokio_util::sync::CancellationToken,
     pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub db: std::sync::Arc<TestDb>,
@@ -285,40 +290,38 @@ pub struct TestService<C> {
 /// Test settings: port 0, the given database, topics and group, quick retries.
 pub fn service_config(
     db: &TestDb,
-    kafka: crate::kafka::KafkaConfig,
+    kafka: shop_db::kafka::KafkaConfig,
     group: &str,
-) -> crate::service::ServiceConfig {
-    crate::service::ServiceConfig {
+) -> shop_db::service::ServiceConfig {
+    shop_db::service::ServiceConfig {
         listen_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         database: db.config().clone(),
         kafka,
-        relay: crate::outbox::RelayConfig::default(),
-        inbox: crate::inbox::InboxConfig {
+        relay: shop_db::relay::RelayConfig::default(),
+        inbox: shop_db::inbox::InboxConfig {
             group_id: group.to_owned(),
-            assignment: crate::inbox::Assignment::Group,
+            assignment: shop_db::inbox::Assignment::Group,
             max_attempts: 3,
             retry_min: Duration::from_millis(20),
             retry_max: Duration::from_millis(200),
         },
-        log_format: crate::LogFormat::Text,
+        log_format: shop_runtime::LogFormat::Text,
         metrics_addr: None,
     }
 }
 
-/// Builds and runs application `A` with `config`, then connects `client`.
-pub async fn spawn_service<A, C>(
+/// Runs `service` (built by a service's `startup::build` with `shutdown`)
+/// in this process, then connects `client` to it over a real socket.
+pub async fn run_service<H: Handler, C>(
     db: std::sync::Arc<TestDb>,
-    config: crate::service::ServiceConfig,
+    config: ServiceConfig,
+    service: Service<H>,
+    shutdown: tokio_util::sync::CancellationToken,
     client: impl FnOnce(tonic::transport::Channel) -> C,
-) -> TestService<C>
-where
-    A: crate::service::Application,
-{
-    let app = A::build(&config).await.expect("application builds");
-    let addr = app.local_addr().expect("bound");
-    let pool = app.pool().clone();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+) -> TestService<C> {
+    let addr = service.local_addr().expect("bound");
+    let pool = service.pool.clone();
+    let server = tokio::spawn(service.run_until_stopped(shutdown.clone()));
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()
@@ -337,7 +340,7 @@ where
 
 impl<C> TestService<C> {
     /// The service's Kafka settings (its topics).
-    pub fn kafka(&self) -> &crate::kafka::KafkaConfig {
+    pub fn kafka(&self) -> &shop_db::kafka::KafkaConfig {
         &self.config.kafka
     }
 

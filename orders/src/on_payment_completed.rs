@@ -1,6 +1,8 @@
-//! Applies `PaymentCompleted` through the inbox (DESIGN.md §5.4): the order
-//! moves from NEW to its final status in the inbox transaction; the status
-//! trigger NOTIFYs watchers on commit. A final status never changes.
+//! The handler of `PaymentCompleted` (payments → orders), run by the inbox
+//! consumer inside its transaction, right after the event id was recorded:
+//! the order moves from NEW to its final status; the status trigger NOTIFYs
+//! watchers on commit. A final status never changes, so a redelivered result
+//! changes nothing.
 
 use crate::domain::{CancelReason, Status};
 use crate::persistence;
@@ -26,11 +28,11 @@ pub fn status_of(event: &PaymentCompleted) -> Result<Status, HandleError> {
     }
 }
 
-/// Consumes `PaymentCompleted`.
+/// Applies `PaymentCompleted` to its order.
 #[derive(Debug, Clone, Default)]
-pub struct PaymentResultHandler;
+pub struct OnPaymentCompleted;
 
-impl Handler for PaymentResultHandler {
+impl Handler for OnPaymentCompleted {
     type Event = PaymentCompleted;
 
     fn event_id(event: &PaymentCompleted) -> Option<Uuid> {

@@ -6,11 +6,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use shop_db::Env;
 use shop_gateway::problem::Problem;
 use shop_gateway::routes::AppState;
 use shop_gateway::upstream::Upstreams;
 use shop_gateway::{GatewayConfig, router};
+use shop_runtime::Env;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -252,7 +252,7 @@ async fn operations_endpoints_answer() {
     );
     assert_eq!(
         String::from_utf8_lossy(&body),
-        shop_gateway::openapi::yaml()
+        shop_gateway::startup::openapi_yaml()
     );
     let (status, _, body) = send(get("/openapi.json")).await;
     assert_eq!(status, StatusCode::OK);

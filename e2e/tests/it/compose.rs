@@ -4,9 +4,9 @@
 //! long-running service has a health check.
 
 use serde_json::Value;
-use shop_db::Env;
 use shop_db::kafka::{DEFAULT_REQUESTS_TOPIC, DEFAULT_RESULTS_TOPIC};
 use shop_db::service::{ServiceConfig, ServiceSpec};
+use shop_runtime::Env;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -128,8 +128,8 @@ fn check_backend(compose: &Value, spec: &ServiceSpec) {
 #[test]
 fn backend_services_match_the_code() {
     let compose = compose();
-    check_backend(&compose, &shop_orders::startup::SPEC);
-    check_backend(&compose, &shop_payments::startup::SPEC);
+    check_backend(&compose, &shop_orders::config::SPEC);
+    check_backend(&compose, &shop_payments::config::SPEC);
 }
 
 #[test]
@@ -148,14 +148,14 @@ fn gateway_matches_the_code() {
         config.orders_url,
         format!(
             "http://orders:{}",
-            port_of(shop_orders::startup::SPEC.listen_addr)
+            port_of(shop_orders::config::SPEC.listen_addr)
         )
     );
     assert_eq!(
         config.payments_url,
         format!(
             "http://payments:{}",
-            port_of(shop_payments::startup::SPEC.listen_addr)
+            port_of(shop_payments::config::SPEC.listen_addr)
         )
     );
     assert_eq!(gateway["ports"], serde_json::json!(["8080:8080"]));

@@ -1,12 +1,12 @@
 //! Startup behaviour: migrations, configuration errors, unreachable database.
 
-mod helpers;
-
-use shop_db::service::Application as _;
-use shop_db::{DbConfig, migrate, testing::TestDb};
-use shop_payments::{Application, startup::migrations};
+use crate::helpers;
+use shop_db::{DbConfig, migrate};
+use shop_payments::persistence::migrations;
+use shop_testkit::TestDb;
 use std::process::Command;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn migrations_run_twice_are_a_no_op() {
@@ -31,14 +31,15 @@ async fn migrations_run_twice_are_a_no_op() {
 #[tokio::test]
 async fn unreachable_database_fails_with_a_clear_error() {
     let db = TestDb::create("unused").await;
-    let mut config =
-        shop_db::testing::service_config(&db, shop_db::testing::kafka_config(1), "unused");
+    let mut config = shop_testkit::service_config(&db, shop_testkit::kafka_config(1), "unused");
     config.database = DbConfig {
         url: "postgres://postgres@127.0.0.1:1/payments".to_owned(),
         pool_size: 2,
         connect_timeout: Duration::from_secs(2),
     };
-    let err = Application::build(&config).await.expect_err("must fail");
+    let err = shop_payments::startup::build(&config, &CancellationToken::new())
+        .await
+        .expect_err("must fail");
     let text = format!("{err:#}");
     assert!(
         text.contains("cannot connect to the database postgres@127.0.0.1:1/payments"),
@@ -82,10 +83,9 @@ async fn test_database_is_dropped_with_its_guard() {
         let db = TestDb::create("guard").await;
         db.name().to_owned()
     };
-    let (client, conn) =
-        tokio_postgres::connect(&shop_db::testing::admin_url(), tokio_postgres::NoTls)
-            .await
-            .expect("admin");
+    let (client, conn) = tokio_postgres::connect(&shop_testkit::admin_url(), tokio_postgres::NoTls)
+        .await
+        .expect("admin");
     tokio::spawn(conn);
     let exists: bool = client
         .query_one(

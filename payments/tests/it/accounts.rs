@@ -1,8 +1,6 @@
 //! The Payments gRPC API against a real PostgreSQL, over a real socket.
 
-mod helpers;
-
-use helpers::spawn_app;
+use crate::helpers::spawn_app;
 use shop_proto::error_code::ErrorCode;
 use shop_proto::payments::{
     CreateAccountRequest, GetAccountRequest, TopUpRequest, payments_client::PaymentsClient,

@@ -3,8 +3,8 @@
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use shop_db::testing::eventually;
 use shop_e2e::Stack;
+use shop_testkit::eventually;
 use std::time::Duration;
 use uuid::Uuid;
 

@@ -2,18 +2,16 @@
 //! publishes PaymentRequested (woken by NOTIFY), and PaymentCompleted records
 //! produced straight to the results topic finalise orders exactly once.
 
-mod helpers;
-
-use helpers::{TestApp, spawn_app, spawn_with};
+use crate::helpers::{TestApp, spawn_app, spawn_configured, spawn_with};
 use prost::Message as _;
 use rdkafka::Message as _;
-use shop_db::inbox::header;
-use shop_db::testing::{self, TestDb, eventually, produce_raw, read_topic};
+use shop_db::headers;
 use shop_proto::events::{DeclineReason, PaymentCompleted, PaymentOutcome, PaymentRequested};
 use shop_proto::orders::{
     CancelReason, CreateOrderRequest, GetOrderRequest, Order, OrderStatus, WatchOrderRequest,
     WatchOrderResponse,
 };
+use shop_testkit::{TestDb, eventually, produce_raw, read_topic};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -119,19 +117,14 @@ async fn wait_status(app: &mut TestApp, id: &str, status: OrderStatus) -> Order 
 #[tokio::test]
 async fn an_idle_relay_publishes_a_new_order_at_once_via_notify() {
     let db = Arc::new(TestDb::create("orders").await);
-    let mut config = testing::service_config(
+    let mut config = shop_testkit::service_config(
         &db,
-        testing::kafka_config(2),
-        &testing::unique_group("orders"),
+        shop_testkit::kafka_config(2),
+        &shop_testkit::unique_group("orders"),
     );
     // Polling alone would take a minute: only LISTEN/NOTIFY can be this fast.
     config.relay.poll_interval = Duration::from_secs(60);
-    let mut app = testing::spawn_service::<shop_orders::Application, _>(
-        db,
-        config,
-        shop_proto::orders::orders_client::OrdersClient::new,
-    )
-    .await;
+    let mut app = spawn_configured(db, config).await;
     let user = Uuid::new_v4().to_string();
     let order = new_order(&mut app, &user, 42).await;
 
@@ -143,14 +136,16 @@ async fn an_idle_relay_publishes_a_new_order_at_once_via_notify() {
     assert_eq!(event.amount, 42);
     assert_eq!(record.key(), Some(user.as_bytes()));
     assert_eq!(
-        header(record, "event-id").as_deref(),
+        headers::get(record, headers::EVENT_ID).as_deref(),
         Some(event.event_id.as_str())
     );
     assert_eq!(
-        header(record, "event-type").as_deref(),
+        headers::get(record, headers::EVENT_TYPE).as_deref(),
         Some("shop.events.v1.PaymentRequested")
     );
-    assert!(header(record, "traceparent").is_some_and(|t| shop_db::trace::trace_id(&t).is_some()));
+    assert!(
+        headers::get(record, headers::TRACEPARENT).is_some_and(|t| headers::trace_id(&t).is_some())
+    );
 
     let latency_ms = app
         .scalar("SELECT (extract(epoch FROM published_at - created_at) * 1000)::bigint FROM outbox")
@@ -269,7 +264,7 @@ async fn duplicate_results_are_applied_once_and_poison_is_dead_lettered() {
         async move { (app.scalar("SELECT count(*) FROM dead_letters").await == 1).then_some(()) }
     })
     .await;
-    testing::wait_group_caught_up(
+    shop_testkit::wait_group_caught_up(
         &kafka,
         &app.config.inbox.group_id,
         &kafka.topics.results,
@@ -301,7 +296,7 @@ async fn two_replicas_share_one_outbox_and_watchers_see_changes_applied_by_eithe
     let mut second = spawn_with(
         first.db.clone(),
         kafka.clone(),
-        &testing::unique_group("orders-b"),
+        &shop_testkit::unique_group("orders-b"),
     )
     .await;
     let user = Uuid::new_v4().to_string();
@@ -320,7 +315,7 @@ async fn two_replicas_share_one_outbox_and_watchers_see_changes_applied_by_eithe
     })
     .await;
     // SKIP LOCKED: each row was claimed by exactly one relay, so each published once.
-    assert_eq!(testing::topic_size(&kafka, &kafka.topics.requests), 40);
+    assert_eq!(shop_testkit::topic_size(&kafka, &kafka.topics.requests), 40);
 
     let order = new_order(&mut first, &user, 7).await;
     let mut watch = open_watch(&mut second, &order.order_id).await;

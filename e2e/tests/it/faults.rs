@@ -149,7 +149,7 @@ async fn poison_on_both_topics_is_dead_lettered_counted_and_passed() {
     let user = Uuid::new_v4().to_string();
     stack.open_account(&user, 1_000).await;
     for topic in [&kafka.topics.requests, &kafka.topics.results] {
-        shop_db::testing::produce_raw(&kafka, topic, &user, b"\xff\xfe not protobuf", &[]).await;
+        shop_testkit::produce_raw(&kafka, topic, &user, b"\xff\xfe not protobuf", &[]).await;
     }
     // Orders behind the poison (same key, same partition) still settle.
     let client = stack.orders_client();
@@ -162,7 +162,7 @@ async fn poison_on_both_topics_is_dead_lettered_counted_and_passed() {
         (orders_metrics, &kafka.topics.results),
     ] {
         let line = format!("shop_dead_letters_total{{topic=\"{topic}\"}} 1");
-        shop_db::testing::eventually(&format!("{line} at {addr}"), SETTLE, || async {
+        shop_testkit::eventually(&format!("{line} at {addr}"), SETTLE, || async {
             Stack::scrape(addr).await.contains(&line).then_some(())
         })
         .await;

@@ -1,6 +1,7 @@
 //! gRPC server plumbing shared by the services: standard health
 //! (`grpc.health.v1`), reflection (v1 and v1alpha, for old and new grpcurl),
-//! and serving on a given listener until a token is cancelled.
+//! serving on a given listener until a token is cancelled, and the health
+//! check client that `make up` and container health checks run.
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -47,22 +48,6 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await?;
     Ok(())
-}
-
-/// The status for a failed database call: UNAVAILABLE when retrying may
-/// help, else INTERNAL with no internal text (the cause is logged here, once).
-pub fn db_status(e: &crate::DbError) -> tonic::Status {
-    use shop_proto::error_code::ErrorCode;
-    if e.is_transient() {
-        tracing::warn!(error = %e, "database unavailable");
-        ErrorCode::Unavailable.status(
-            tonic::Code::Unavailable,
-            "database unavailable, retry later",
-        )
-    } else {
-        tracing::error!(error = %e, "internal error");
-        ErrorCode::Internal.status(tonic::Code::Internal, "internal error")
-    }
 }
 
 /// Asks a server's `grpc.health.v1.Health/Check` whether `service` serves

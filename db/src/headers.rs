@@ -1,9 +1,32 @@
-//! W3C `traceparent` values carried on every event, so one order's request
-//! and result can be correlated across services and logs.
+//! The Kafka headers every event carries, named once: `event-id`,
+//! `event-type` (the payload's full protobuf name) and `traceparent` (W3C
+//! trace context, so one order's request and result can be correlated across
+//! services and logs). The relay writes them, the inbox and dead letters read
+//! them.
 
+use rdkafka::Message;
+use rdkafka::message::Headers;
 use uuid::Uuid;
 
-/// A fresh trace: `00-<trace id>-<span id>-01`.
+/// The event's unique id (also inside the payload).
+pub const EVENT_ID: &str = "event-id";
+/// The payload's full protobuf type name, e.g. `shop.events.v1.PaymentRequested`.
+pub const EVENT_TYPE: &str = "event-type";
+/// W3C trace context: `00-<trace id>-<span id>-01`.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// A UTF-8 header value by name.
+pub fn get(message: &impl Message, name: &str) -> Option<String> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_owned)
+}
+
+/// A fresh trace for a new `traceparent`: `00-<trace id>-<span id>-01`.
 pub fn new_root() -> String {
     let trace = Uuid::new_v4().simple().to_string();
     format!("00-{trace}-{}-01", span_id())

@@ -1,0 +1,5 @@
+//! Integration tests of the shared machinery against the real PostgreSQL and
+//! the real broker.
+
+mod errors;
+mod relay;

@@ -1,0 +1,87 @@
+//! The relay, stepped one batch at a time (no background task, no polling):
+//! what it publishes, in which order, with which headers, and that it never
+//! sees an event whose transaction has not committed.
+
+use rdkafka::Message as _;
+use shop_db::outbox::{self, NewEvent};
+use shop_db::relay::{Relay, RelayConfig};
+use shop_db::{Pool, headers, migrate, pool};
+use shop_proto::events::PaymentRequested;
+use shop_testkit::{TestDb, kafka_config, read_topic};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A fresh database with the messaging schema only.
+async fn messaging_db(db: &TestDb) -> Pool {
+    let pool = pool::connect(db.config()).await.expect("connects");
+    let migrations = migrate::with_messaging(&refinery::Runner::new(&[])).expect("schema");
+    migrate::run(&pool, &migrations).await.expect("migrates");
+    pool
+}
+
+fn event(topic: &str, key: &str, amount: i64) -> NewEvent {
+    let id = Uuid::now_v7();
+    let message = PaymentRequested {
+        event_id: id.to_string(),
+        amount,
+        ..Default::default()
+    };
+    NewEvent::encode(id, topic, key, &message, headers::new_root())
+}
+
+#[tokio::test]
+async fn each_step_publishes_one_batch_in_outbox_order_and_only_committed_rows() {
+    let db = TestDb::create("relay").await;
+    let pool = messaging_db(&db).await;
+    let kafka = kafka_config(1);
+    let topic = kafka.topics.requests.clone();
+    kafka.ensure_topics(&[&topic]).await.expect("topic");
+    let config = RelayConfig {
+        batch_size: 2,
+        ..RelayConfig::default()
+    };
+    let relay = Relay::new(pool.clone(), kafka.producer().expect("producer"), config);
+
+    let mut client = pool.get().await.expect("conn");
+    let tx = client.transaction().await.expect("tx");
+    let events: Vec<NewEvent> = (1..=3).map(|i| event(&topic, "user-a", i)).collect();
+    for e in &events {
+        outbox::enqueue(&tx, e).await.expect("enqueued");
+    }
+    assert_eq!(
+        relay.publish_batch().await.expect("step"),
+        0,
+        "an uncommitted event is invisible to the relay"
+    );
+    tx.commit().await.expect("commit");
+
+    assert_eq!(relay.publish_batch().await.expect("step 1"), 2);
+    assert_eq!(relay.publish_batch().await.expect("step 2"), 1);
+    assert_eq!(relay.publish_batch().await.expect("step 3"), 0);
+
+    let records = read_topic(&kafka, &topic, 3, Duration::from_secs(30)).await;
+    let ids: Vec<String> = records
+        .iter()
+        .map(|r| headers::get(r, headers::EVENT_ID).expect("event-id"))
+        .collect();
+    let expected: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+    assert_eq!(ids, expected, "one key, one partition: outbox order kept");
+    for record in &records {
+        assert_eq!(record.key(), Some("user-a".as_bytes()));
+        assert_eq!(
+            headers::get(record, headers::EVENT_TYPE).as_deref(),
+            Some("shop.events.v1.PaymentRequested")
+        );
+        let traceparent = headers::get(record, headers::TRACEPARENT).expect("traceparent");
+        assert!(headers::trace_id(&traceparent).is_some(), "{traceparent}");
+    }
+    let unpublished: i64 = client
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(unpublished, 0);
+}

@@ -1,0 +1,6 @@
+//! Whole-system tests: the real binaries as processes, driven like clients;
+//! fault injection; the Docker files checked against the code.
+
+mod compose;
+mod faults;
+mod http;

@@ -1,0 +1,3 @@
+//! Integration tests of the gateway: the real router over real sockets.
+
+mod router;

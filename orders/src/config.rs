@@ -1,0 +1,21 @@
+//! The orders service's names and defaults: `ORDERS_*` variables, gRPC on
+//! 127.0.0.1:50051, database `orders`, consumer group `orders`, metrics on
+//! 127.0.0.1:9151. The variables themselves are read by
+//! [`shop_db::service::ServiceConfig`], the same for every service.
+
+use shop_db::service::{ServiceConfig, ServiceSpec};
+
+/// The orders service's configuration, read from `ORDERS_*` variables.
+pub type OrdersConfig = ServiceConfig;
+
+/// Names and defaults of the orders service.
+pub const SPEC: ServiceSpec = ServiceSpec {
+    name: "orders",
+    prefix: "ORDERS_",
+    grpc_service: "shop.orders.v1.Orders",
+    listen_addr: "127.0.0.1:50051",
+    database: "orders",
+    consumer_group: "orders",
+    metrics_addr: "127.0.0.1:9151",
+    migrations: crate::persistence::migrations,
+};
