@@ -55,7 +55,8 @@ pub async fn pending(pool: &Pool) -> Result<i64, DbError> {
 }
 
 /// Re-publishes every un-replayed dead letter to its original topic by
-/// copying it into the outbox (the relay sends it); returns how many.
+/// copying it into the outbox, then NOTIFYs running relays so they send it
+/// at once; returns how many.
 pub async fn replay_all(pool: &Pool) -> Result<u64, DbError> {
     let client = pool.get().await?;
     let replayed = client
@@ -71,6 +72,9 @@ pub async fn replay_all(pool: &Pool) -> Result<u64, DbError> {
              FROM replayed",
             &[],
         )
+        .await?;
+    client
+        .execute("SELECT pg_notify($1, '')", &[&crate::outbox::CHANNEL])
         .await?;
     tracing::info!(replayed, "dead letters replayed through the outbox");
     Ok(replayed)

@@ -1,19 +1,41 @@
-//! The inbox consumer: per message, one transaction records the event id in
-//! the `inbox` table (a duplicate is skipped) and runs the service's
-//! [`Handler`]; only after the commit is the offset stored. Transient
-//! failures retry in place with backoff and never skip ahead; undecodable or
-//! permanently failing messages are parked in `dead_letters` after a bounded
-//! number of attempts, so a poison message never blocks its partition.
+//! The inbox consumer: applies one topic to one database, exactly once per
+//! event id, partitions in parallel.
+//!
+//! - One reader task takes messages from the consumer and hands each to the
+//!   worker of its partition (created on the partition's first message), so
+//!   partitions progress independently and order within a partition is kept.
+//! - A worker takes what has already arrived for its partition, up to
+//!   `INBOX_BATCH_SIZE` messages, and applies it in ONE transaction: a
+//!   set-based `INSERT INTO inbox … ON CONFLICT DO NOTHING RETURNING
+//!   event_id` sorts new events from duplicates, the service's [`Handler`]
+//!   applies the new ones and returns the events to publish in response,
+//!   which go to the outbox in the same transaction. Only after the commit is
+//!   the partition's highest offset stored (librdkafka commits stored offsets
+//!   in the background and on close).
+//! - If the batch fails, it is applied again one message at a time, so one
+//!   poison message cannot hold back its neighbours. A database error is
+//!   never a reason to give up: it retries in place with backoff. Messages
+//!   that cannot be decoded or that the handler rejects as permanently
+//!   invalid are parked in `dead_letters` after `INBOX_MAX_ATTEMPTS`.
+//! - If a worker dies, [`InboxConsumer::run`] returns an error, and the
+//!   service stops with it (see `service.rs`): it never stays up with its
+//!   pipeline dead.
 
 use crate::backoff::Backoff;
+use crate::outbox::{self, NewEvent, RelayWake};
 use crate::{DbError, Pool, Transaction, dead_letter, headers, kafka};
+use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::BorrowedMessage;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Offset, TopicPartitionList};
 use shop_runtime::{ConfigError, Env};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -27,25 +49,29 @@ pub struct Delivery {
     pub traceparent: Option<String>,
 }
 
-/// Why a handler did not apply an event.
+/// One decoded event with where it came from.
+#[derive(Debug, Clone)]
+pub struct Inbound<E> {
+    pub event: E,
+    pub delivery: Delivery,
+}
+
+/// Why a handler did not apply a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
-    /// Worth retrying as is (database down, deadlock, …): retried in place.
+    /// Worth retrying as is (any database failure: down, deadlock, statement
+    /// or lock timeout, …): retried in place, never parked.
     #[error("transient: {0}")]
     Transient(String),
-    /// Will fail again (bad data, broken invariant): dead-lettered after the
-    /// configured attempts.
+    /// The event itself is invalid and will fail again: parked in
+    /// `dead_letters` after the configured attempts.
     #[error("permanent: {0}")]
     Permanent(String),
 }
 
 impl From<DbError> for HandleError {
     fn from(e: DbError) -> Self {
-        if e.is_transient() {
-            Self::Transient(e.to_string())
-        } else {
-            Self::Permanent(e.to_string())
-        }
+        Self::Transient(e.to_string())
     }
 }
 
@@ -64,18 +90,19 @@ impl From<deadpool_postgres::PoolError> for HandleError {
 /// Applies one kind of event inside the inbox transaction.
 pub trait Handler: Send + Sync + 'static {
     /// The protobuf payload this handler consumes.
-    type Event: prost::Message + prost::Name + Default + Send;
+    type Event: prost::Message + prost::Name + Default + Send + Sync;
 
     /// The event's unique id, used for deduplication.
     fn event_id(event: &Self::Event) -> Option<Uuid>;
 
-    /// Applies the event; the caller commits `tx` on success.
+    /// Applies `events` — new ones only, in partition order — inside `tx`
+    /// and returns the events to publish in response (the inbox writes them
+    /// to the outbox in the same transaction). The caller commits `tx`.
     fn handle(
         &self,
         tx: &Transaction<'_>,
-        event: Self::Event,
-        delivery: &Delivery,
-    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+        events: Vec<Inbound<Self::Event>>,
+    ) -> impl Future<Output = Result<Vec<NewEvent>, HandleError>> + Send;
 }
 
 /// How a consumer gets its partitions.
@@ -84,9 +111,10 @@ pub enum Assignment {
     /// Kafka group management: replicas share the partitions (the default).
     Group,
     /// This instance reads every partition itself, committing offsets under
-    /// the group id. For a single instance, and the workaround for brokers
-    /// that never expire a killed member (tansu, see README). Still exactly
-    /// once with several instances (the inbox deduplicates), only wasteful.
+    /// the group id, and picks up partitions added later. For a single
+    /// instance, and the workaround for brokers that never expire a killed
+    /// member (tansu, see docs/architecture.md). Still exactly once with
+    /// several instances (the inbox deduplicates), only wasteful.
     All,
 }
 
@@ -102,44 +130,74 @@ impl std::str::FromStr for Assignment {
     }
 }
 
-/// How the consumer gets partitions and retries.
+/// How the consumer gets partitions, batches and retries.
 #[derive(Debug, Clone)]
 pub struct InboxConfig {
     /// `{PREFIX}CONSUMER_GROUP`.
     pub group_id: String,
     /// `{PREFIX}CONSUMER_ASSIGNMENT`: `group` (default) or `all`.
     pub assignment: Assignment,
-    /// `{PREFIX}INBOX_MAX_ATTEMPTS`: attempts before a failing message is dead-lettered.
+    /// `{PREFIX}INBOX_BATCH_SIZE`: most messages of one partition applied in one transaction.
+    pub batch_size: usize,
+    /// `{PREFIX}INBOX_MAX_ATTEMPTS`: attempts before an invalid message is dead-lettered.
     pub max_attempts: u32,
     /// First and largest delay between attempts.
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// `{PREFIX}INBOX_PARTITION_REFRESH_MS`: in `all` mode, how often to look
+    /// for partitions added to the topic.
+    pub partition_refresh: Duration,
 }
 
 impl InboxConfig {
-    /// Reads `CONSUMER_GROUP` and `INBOX_MAX_ATTEMPTS`.
+    /// Reads `CONSUMER_GROUP`, `CONSUMER_ASSIGNMENT` and the `INBOX_*` variables.
     pub fn from_env(env: &Env, default_group: &str) -> Result<Self, ConfigError> {
         let max_attempts: u32 = env.parse_or("INBOX_MAX_ATTEMPTS", 5)?;
         if max_attempts == 0 {
             return Err(env.invalid("INBOX_MAX_ATTEMPTS", "0", "must be at least 1"));
         }
+        let batch_size: usize = env.parse_or("INBOX_BATCH_SIZE", 500)?;
+        if !(1..=10_000).contains(&batch_size) {
+            return Err(env.invalid(
+                "INBOX_BATCH_SIZE",
+                &batch_size.to_string(),
+                "must be 1..=10000",
+            ));
+        }
         Ok(Self {
             group_id: env.string_or("CONSUMER_GROUP", default_group),
             assignment: env.parse_or("CONSUMER_ASSIGNMENT", Assignment::Group)?,
+            batch_size,
             max_attempts,
             retry_min: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
+            partition_refresh: env
+                .millis_or("INBOX_PARTITION_REFRESH_MS", Duration::from_secs(10))?,
         })
     }
+}
+
+/// Why the consumer stopped before it was told to.
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error("cannot take the partitions of {topic}: {reason}")]
+    Partitions { topic: String, reason: String },
+    #[error("the worker of {topic}[{partition}] died: {reason}")]
+    WorkerDied {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
 }
 
 /// Consumes one topic into one database through a [`Handler`].
 pub struct InboxConsumer<H> {
     pool: Pool,
-    consumer: kafka::Consumer,
+    consumer: Arc<kafka::Consumer>,
     topic: String,
     handler: H,
     config: InboxConfig,
+    relay: RelayWake,
 }
 
 impl<H> std::fmt::Debug for InboxConsumer<H> {
@@ -151,118 +209,274 @@ impl<H> std::fmt::Debug for InboxConsumer<H> {
     }
 }
 
-enum Attempt {
-    Applied,
-    Duplicate,
+/// What one transaction did.
+struct Applied {
+    new: usize,
+    duplicates: usize,
 }
 
 impl<H: Handler> InboxConsumer<H> {
     /// A consumer of `topic`; `consumer` must have been built by
     /// [`crate::kafka::KafkaConfig::consumer`] (offsets stored by hand).
+    /// `relay` is woken after a commit that enqueued events.
     pub fn new(
         pool: Pool,
         consumer: kafka::Consumer,
         topic: &str,
         handler: H,
         config: InboxConfig,
+        relay: RelayWake,
     ) -> Self {
         Self {
             pool,
-            consumer,
+            consumer: Arc::new(consumer),
             topic: topic.to_owned(),
             handler,
             config,
+            relay,
         }
     }
 
-    /// Consumes until `shutdown`; finishes the message in flight, then
-    /// commits the stored offsets.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), KafkaError> {
-        self.take_partitions()?;
-        tracing::info!(topic = %self.topic, group = %self.config.group_id, "inbox consumer started");
-        let mut errors = Backoff::new(self.config.retry_min, self.config.retry_max);
-        loop {
-            let received = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                m = self.consumer.recv() => m,
-            };
-            let message = match received {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, topic = %self.topic, "consumer error");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(errors.next_delay()) => continue,
+    /// Consumes until `shutdown`; then each worker finishes the batch in
+    /// flight and the stored offsets are committed. Returns an error if the
+    /// partitions cannot be taken or a worker dies.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), InboxError> {
+        let this = Arc::new(self);
+        let mut known = this.take_partitions(&shutdown).await?;
+        tracing::info!(topic = %this.topic, group = %this.config.group_id, "inbox consumer started");
+        let mut workers: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        let mut partitions = HashMap::new();
+        let mut refresh = tokio::time::interval(this.config.partition_refresh);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut errors = Backoff::new(this.config.retry_min, this.config.retry_max);
+        let outcome = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                Some(ended) = tasks.join_next_with_id() => {
+                    let (id, reason) = match ended {
+                        Ok((id, ())) => (id, "it stopped".to_owned()),
+                        Err(e) => (e.id(), e.to_string()),
+                    };
+                    let partition = partitions.get(&id).copied().unwrap_or(-1);
+                    break Err(InboxError::WorkerDied { topic: this.topic.clone(), partition, reason });
+                }
+                _ = refresh.tick(), if this.config.assignment == Assignment::All => {
+                    if let Err(e) = this.assign_new_partitions(&mut known).await {
+                        tracing::warn!(error = %e, topic = %this.topic, "cannot look for new partitions");
                     }
                 }
-            };
-            errors.reset();
-            if !self.process(&message, &shutdown).await {
-                break;
+                received = this.consumer.recv() => {
+                    let message = match received {
+                        Ok(m) => m.detach(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, topic = %this.topic, "consumer error");
+                            tokio::select! {
+                                _ = shutdown.cancelled() => break Ok(()),
+                                _ = tokio::time::sleep(errors.next_delay()) => continue,
+                            }
+                        }
+                    };
+                    errors.reset();
+                    let partition = message.partition();
+                    let worker = workers.entry(partition).or_insert_with(|| {
+                        let (sender, receiver) = mpsc::channel(this.config.batch_size * 2);
+                        let handle = tasks.spawn(Arc::clone(&this).work(partition, receiver, shutdown.clone()));
+                        partitions.insert(handle.id(), partition);
+                        sender
+                    });
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break Ok(()),
+                        _ = worker.send(message) => {}
+                    }
+                }
             }
-            if let Err(e) = self.consumer.store_offset_from_message(&message) {
-                tracing::warn!(error = %e, "cannot store offset (partition revoked?)");
+        };
+        drop(workers);
+        while let Some(ended) = tasks.join_next().await {
+            if let Err(e) = ended {
+                tracing::error!(error = %e, "inbox worker failed while stopping");
             }
         }
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
+        let consumer = Arc::clone(&this.consumer);
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync))
+                .await;
+        match committed {
+            Ok(Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "final offset commit failed"),
+            Err(e) => tracing::warn!(error = %e, "final offset commit did not run"),
         }
-        tracing::info!(topic = %self.topic, "inbox consumer stopped");
+        tracing::info!(topic = %this.topic, "inbox consumer stopped");
+        outcome
+    }
+
+    /// Subscribes (`group`) or assigns every partition (`all`), retrying a
+    /// few times; returns the partitions taken in `all` mode.
+    async fn take_partitions(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<HashSet<i32>, InboxError> {
+        let failed = |reason: String| InboxError::Partitions {
+            topic: self.topic.clone(),
+            reason,
+        };
+        if self.config.assignment == Assignment::Group {
+            self.consumer
+                .subscribe(&[&self.topic])
+                .map_err(|e| failed(e.to_string()))?;
+            return Ok(HashSet::new());
+        }
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut known = HashSet::new();
+            match self.assign_new_partitions(&mut known).await {
+                Ok(()) => return Ok(known),
+                Err(e) if attempt >= 10 || shutdown.is_cancelled() => return Err(failed(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, topic = %self.topic, "cannot take partitions yet, retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    /// `all` mode: assigns the topic's partitions not in `known` (from their
+    /// stored offsets). A missing topic or one without partitions is an error.
+    async fn assign_new_partitions(&self, known: &mut HashSet<i32>) -> Result<(), String> {
+        let consumer = Arc::clone(&self.consumer);
+        let topic = self.topic.clone();
+        let all = tokio::task::spawn_blocking(move || {
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            let found = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .ok_or_else(|| format!("topic {topic} is not in the metadata"))?;
+            if let Some(e) = found.error() {
+                return Err(format!("topic {topic}: {e:?}"));
+            }
+            let ids: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
+            if ids.is_empty() {
+                return Err(format!("topic {topic} has no partitions"));
+            }
+            Ok(ids)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let mut added = TopicPartitionList::new();
+        for p in all.into_iter().filter(|p| !known.contains(p)) {
+            added
+                .add_partition_offset(&self.topic, p, Offset::Stored)
+                .map_err(|e| e.to_string())?;
+        }
+        if added.count() == 0 {
+            return Ok(());
+        }
+        self.consumer
+            .incremental_assign(&added)
+            .map_err(|e| e.to_string())?;
+        for element in added.elements() {
+            known.insert(element.partition());
+        }
+        tracing::info!(topic = %self.topic, added = added.count(), total = known.len(), "reading partitions");
         Ok(())
     }
 
-    fn take_partitions(&self) -> Result<(), KafkaError> {
-        match self.config.assignment {
-            Assignment::Group => self.consumer.subscribe(&[&self.topic]),
-            Assignment::All => {
-                let metadata = self
-                    .consumer
-                    .fetch_metadata(Some(&self.topic), Duration::from_secs(10))?;
-                let mut partitions = TopicPartitionList::new();
-                for topic in metadata.topics() {
-                    for p in topic.partitions() {
-                        partitions.add_partition_offset(topic.name(), p.id(), Offset::Stored)?;
-                    }
+    /// One partition's worker: batches of what has already arrived, applied
+    /// in order; the offset is stored after each batch's commit.
+    async fn work(
+        self: Arc<Self>,
+        partition: i32,
+        mut messages: mpsc::Receiver<OwnedMessage>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                m = messages.recv() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
+            let mut batch = vec![first];
+            while batch.len() < self.config.batch_size {
+                match messages.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
                 }
-                tracing::info!(topic = %self.topic, partitions = partitions.count(), "reading every partition");
-                self.consumer.assign(&partitions)
+            }
+            if !self.apply(&batch, &shutdown).await {
+                return;
+            }
+            if let Some(last) = batch.last()
+                && let Err(e) = self
+                    .consumer
+                    .store_offset(&self.topic, partition, last.offset())
+            {
+                tracing::warn!(error = %e, partition, "cannot store offset (partition revoked?)");
             }
         }
     }
 
-    /// Applies or parks one message. `false` means shutdown interrupted the
-    /// retries: the offset must not be stored.
-    async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> bool {
-        let delivery = Delivery {
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            offset: message.offset(),
-            traceparent: headers::get(message, headers::TRACEPARENT),
-        };
+    /// Applies a batch in one transaction, or else one message at a time.
+    /// `false` means shutdown interrupted the retries: store no offset.
+    async fn apply(&self, batch: &[OwnedMessage], shutdown: &CancellationToken) -> bool {
+        if batch.len() > 1 {
+            match self.attempt(batch).await {
+                Ok(applied) => {
+                    self.count(&applied);
+                    return true;
+                }
+                Err(e) => {
+                    metrics::counter!("shop_inbox_batch_fallbacks_total", "topic" => self.topic.clone()).increment(1);
+                    tracing::warn!(error = %e, size = batch.len(), "batch failed, applying its messages one at a time");
+                }
+            }
+        }
+        for message in batch {
+            if !self.process(message, shutdown).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn count(&self, applied: &Applied) {
+        metrics::counter!("shop_inbox_applied_total", "topic" => self.topic.clone())
+            .increment(applied.new as u64);
+        if applied.duplicates > 0 {
+            metrics::counter!("shop_inbox_duplicates_total", "topic" => self.topic.clone())
+                .increment(applied.duplicates as u64);
+            tracing::info!(topic = %self.topic, duplicates = applied.duplicates, "duplicate events skipped");
+        }
+    }
+
+    /// Applies or parks one message, retrying in place.
+    async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
         let mut backoff = Backoff::new(self.config.retry_min, self.config.retry_max);
         let mut permanent_failures = 0;
         loop {
-            match self.attempt(message, &delivery).await {
-                Ok(Attempt::Applied) => {
-                    metrics::counter!("shop_inbox_applied_total", "topic" => delivery.topic.clone()).increment(1);
-                    return true;
-                }
-                Ok(Attempt::Duplicate) => {
-                    metrics::counter!("shop_inbox_duplicates_total", "topic" => delivery.topic.clone()).increment(1);
-                    tracing::info!(topic = %delivery.topic, offset = delivery.offset, "duplicate event skipped");
+            match self.attempt(std::slice::from_ref(message)).await {
+                Ok(applied) => {
+                    self.count(&applied);
                     return true;
                 }
                 Err(HandleError::Transient(e)) => {
                     metrics::counter!("shop_inbox_retries_total", "kind" => "transient")
                         .increment(1);
-                    tracing::warn!(error = %e, offset = delivery.offset, "transient failure, retrying in place");
+                    tracing::warn!(error = %e, offset = message.offset(), "transient failure, retrying in place");
                 }
                 Err(HandleError::Permanent(e)) => {
                     metrics::counter!("shop_inbox_retries_total", "kind" => "permanent")
                         .increment(1);
                     permanent_failures += 1;
-                    tracing::warn!(error = %e, attempt = permanent_failures, offset = delivery.offset, "event failed");
+                    tracing::warn!(error = %e, attempt = permanent_failures, offset = message.offset(), "event failed");
                     if permanent_failures >= self.config.max_attempts {
                         match dead_letter::park(&self.pool, message, &e, permanent_failures).await {
                             Ok(()) => return true,
@@ -280,43 +494,79 @@ impl<H: Handler> InboxConsumer<H> {
         }
     }
 
-    async fn attempt(
-        &self,
-        message: &BorrowedMessage<'_>,
-        delivery: &Delivery,
-    ) -> Result<Attempt, HandleError> {
-        let expected = <H::Event as prost::Name>::full_name();
-        if let Some(kind) = headers::get(message, headers::EVENT_TYPE)
-            && kind != expected
-        {
-            return Err(HandleError::Permanent(format!(
-                "unexpected event type {kind:?}, want {expected}"
-            )));
+    /// One transaction: record the batch's event ids, apply the new events,
+    /// enqueue the handler's events, commit; then wake the relay.
+    async fn attempt(&self, batch: &[OwnedMessage]) -> Result<Applied, HandleError> {
+        let mut decoded = Vec::with_capacity(batch.len());
+        for message in batch {
+            decoded.push(decode::<H>(message)?);
         }
-        let event = <H::Event as prost::Message>::decode(message.payload().unwrap_or_default())
-            .map_err(|e| HandleError::Permanent(format!("undecodable {expected}: {e}")))?;
-        let event_id = H::event_id(&event)
-            .ok_or_else(|| HandleError::Permanent("event has no valid event_id".to_owned()))?;
+        let ids: Vec<Uuid> = decoded.iter().map(|(id, _)| *id).collect();
+        let topics: Vec<&str> = decoded
+            .iter()
+            .map(|(_, e)| e.delivery.topic.as_str())
+            .collect();
+        let partitions: Vec<i32> = decoded.iter().map(|(_, e)| e.delivery.partition).collect();
+        let offsets: Vec<i64> = decoded.iter().map(|(_, e)| e.delivery.offset).collect();
 
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let recorded = tx
-            .execute(
-                "INSERT INTO inbox (event_id, topic, partition, \"offset\") VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (event_id) DO NOTHING",
-                &[
-                    &event_id,
-                    &delivery.topic,
-                    &delivery.partition,
-                    &delivery.offset,
-                ],
-            )
-            .await?;
-        if recorded == 0 {
-            return Ok(Attempt::Duplicate);
-        }
-        self.handler.handle(&tx, event, delivery).await?;
+        let record = tx.prepare_cached(RECORD).await?;
+        let fresh: HashSet<Uuid> = tx
+            .query(&record, &[&ids, &topics, &partitions, &offsets])
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let mut first_time = HashSet::new();
+        let new: Vec<Inbound<H::Event>> = decoded
+            .into_iter()
+            .filter(|(id, _)| fresh.contains(id) && first_time.insert(*id))
+            .map(|(_, inbound)| inbound)
+            .collect();
+        let applied = Applied {
+            new: new.len(),
+            duplicates: batch.len() - new.len(),
+        };
+        let events = if new.is_empty() {
+            Vec::new()
+        } else {
+            self.handler.handle(&tx, new).await?
+        };
+        outbox::enqueue_all(&tx, &events).await?;
         tx.commit().await?;
-        Ok(Attempt::Applied)
+        if !events.is_empty() {
+            self.relay.wake();
+        }
+        Ok(applied)
     }
+}
+
+/// Records a batch's event ids; returns the ones not seen before.
+const RECORD: &str = "INSERT INTO inbox (event_id, topic, partition, \"offset\")
+     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[])
+     ON CONFLICT (event_id) DO NOTHING
+     RETURNING event_id";
+
+/// The message's event and id; anything wrong with it is permanent.
+fn decode<H: Handler>(message: &OwnedMessage) -> Result<(Uuid, Inbound<H::Event>), HandleError> {
+    let expected = <H::Event as prost::Name>::full_name();
+    if let Some(kind) = headers::get(message, headers::EVENT_TYPE)
+        && kind != expected
+    {
+        return Err(HandleError::Permanent(format!(
+            "unexpected event type {kind:?}, want {expected}"
+        )));
+    }
+    let event = <H::Event as prost::Message>::decode(message.payload().unwrap_or_default())
+        .map_err(|e| HandleError::Permanent(format!("undecodable {expected}: {e}")))?;
+    let event_id = H::event_id(&event)
+        .ok_or_else(|| HandleError::Permanent("event has no valid event_id".to_owned()))?;
+    let delivery = Delivery {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        traceparent: headers::get(message, headers::TRACEPARENT),
+    };
+    Ok((event_id, Inbound { event, delivery }))
 }

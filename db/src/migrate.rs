@@ -1,15 +1,22 @@
 //! Runs a service's migrations under a Postgres advisory lock, so replicas
 //! starting together do not race. Every service gets the shared messaging
-//! schema (outbox, inbox, dead letters) as its version 2.
+//! schema (outbox, inbox, dead letters) as its versions 2 and 4; a service's
+//! own migrations use the other numbers.
 
 use deadpool_postgres::Pool;
 use refinery::{Migration, Runner};
 
 /// Arbitrary constant shared by every service: one migrator per database at a time.
 const MIGRATION_LOCK: i64 = 0x5348_4f50_4d49_4752; // "SHOPMIGR"
-/// The version the messaging schema takes in every service.
-pub const MESSAGING_VERSION: u32 = 2;
-const MESSAGING_SQL: &str = include_str!("../sql/messaging.sql");
+/// The versions, names and SQL of the shared messaging schema, in every service.
+pub const MESSAGING: [(u32, &str, &str); 2] = [
+    (2, "messaging", include_str!("../sql/messaging.sql")),
+    (
+        4,
+        "messaging_relay",
+        include_str!("../sql/messaging_relay.sql"),
+    ),
+];
 
 /// Why migrations did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -20,20 +27,22 @@ pub enum MigrateError {
     Lock(#[from] tokio_postgres::Error),
     #[error("migration failed: {0}")]
     Refinery(#[from] refinery::Error),
-    #[error("service migration V{MESSAGING_VERSION} is reserved for the messaging schema")]
-    ReservedVersion,
+    #[error("service migration V{0} is reserved for the messaging schema")]
+    ReservedVersion(u32),
 }
 
 /// A service's own migrations plus the shared messaging schema.
 pub fn with_messaging(service: &Runner) -> Result<Vec<Migration>, MigrateError> {
     let mut all = service.get_migrations().clone();
-    if all.iter().any(|m| m.version() == MESSAGING_VERSION as i32) {
-        return Err(MigrateError::ReservedVersion);
+    for (version, name, sql) in MESSAGING {
+        if all
+            .iter()
+            .any(|m| i64::from(m.version()) == i64::from(version))
+        {
+            return Err(MigrateError::ReservedVersion(version));
+        }
+        all.push(Migration::unapplied(&format!("V{version}__{name}"), sql)?);
     }
-    all.push(Migration::unapplied(
-        &format!("V{MESSAGING_VERSION}__messaging"),
-        MESSAGING_SQL,
-    )?);
     all.sort_by_key(Migration::version);
     Ok(all)
 }

@@ -1,14 +1,18 @@
-//! The writing side of the transactional outbox: [`enqueue`] adds an event
+//! The writing side of the transactional outbox: [`enqueue_all`] adds events
 //! to the `outbox` table in the caller's transaction, so the business change
-//! and the event commit together or not at all — no Kafka call on the
-//! request path. The [`crate::relay`] publishes what was enqueued.
+//! and its events commit together or not at all — no Kafka call on the
+//! request path. After the commit the writer wakes its own process's relay
+//! ([`RelayWake`]); the [`crate::relay`] publishes what was enqueued.
 
 use crate::GenericClient;
+use std::sync::Arc;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
-/// The `NOTIFY` channel that wakes relays when a transaction that wrote to
-/// the outbox commits. It must match `pg_notify('outbox', …)` in the
-/// `outbox_notify` trigger of `db/sql/messaging.sql` (a test checks).
+/// The `NOTIFY` channel relays LISTEN on. Writers inside a service wake their
+/// own relay in-process ([`RelayWake`]); a writer outside the service (the
+/// `replay-dead-letters` command) sends `NOTIFY outbox` after its commit so
+/// running relays publish at once instead of at their next poll.
 pub const CHANNEL: &str = "outbox";
 
 /// An event to publish.
@@ -42,32 +46,56 @@ impl NewEvent {
     }
 }
 
-/// Writes `event` in the caller's transaction; relays wake when it commits.
-pub async fn enqueue(
+/// The statement behind [`enqueue_all`]: one array per column.
+const INSERT_ALL: &str =
+    "INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent, created_at)
+     SELECT e.event_id, e.topic, e.key, e.event_type, e.payload, e.traceparent, clock_timestamp()
+     FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::bytea[], $6::text[])
+          AS e(event_id, topic, key, event_type, payload, traceparent)";
+
+/// Writes `events` in the caller's transaction, in order, with one
+/// statement. `created_at` is the insert's wall-clock time, so
+/// `published_at - created_at` measures commit → publish.
+pub async fn enqueue_all(
     db: &impl GenericClient,
-    event: &NewEvent,
+    events: &[NewEvent],
 ) -> Result<(), tokio_postgres::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
+    let keys: Vec<&[u8]> = events.iter().map(|e| e.key.as_bytes()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+    let traces: Vec<&str> = events.iter().map(|e| e.traceparent.as_str()).collect();
+    let statement = db.prepare_cached(INSERT_ALL).await?;
     db.execute(
-        "INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        &[
-            &event.event_id,
-            &event.topic,
-            &event.key.as_bytes(),
-            &event.event_type,
-            &event.payload,
-            &event.traceparent,
-        ],
+        &statement,
+        &[&ids, &topics, &keys, &types, &payloads, &traces],
     )
     .await?;
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_channel_is_the_one_the_trigger_notifies() {
-        let sql = include_str!("../sql/messaging.sql");
-        assert!(sql.contains(&format!("pg_notify('{}'", super::CHANNEL)));
+/// Wakes the relay of this process after a commit that enqueued events.
+/// Wake-ups coalesce: many wakes while the relay is busy make one more pass.
+#[derive(Debug, Clone, Default)]
+pub struct RelayWake(Arc<Notify>);
+
+impl RelayWake {
+    /// A wake-up channel with no relay yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Call after the commit: the relay makes one more pass soon.
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+
+    /// Resolves at the next wake (or at once if one is pending).
+    pub async fn woken(&self) {
+        self.0.notified().await;
     }
 }

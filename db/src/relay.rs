@@ -1,33 +1,52 @@
-//! The outbox relay: in one transaction it claims a batch of unpublished
-//! rows (`ORDER BY id FOR UPDATE SKIP LOCKED`), publishes them with an
-//! idempotent producer, awaits every delivery report, marks them published
-//! and commits. Several relays may run at once; a crash before the commit
-//! only means a re-publish, which consumers deduplicate by event id (their
-//! inbox). Wake-ups come from the outbox trigger's NOTIFY, with polling as
-//! the fallback.
+//! The outbox relay. One pass ([`Relay::publish_batch`]):
+//!
+//! 1. **claim** up to `RELAY_BATCH_SIZE` unpublished rows in one statement,
+//!    `ORDER BY id FOR UPDATE SKIP LOCKED`, setting a lease (`claimed_until`)
+//!    instead of holding row locks while the broker answers — several relays
+//!    may run at once, and a crashed relay's lease simply expires;
+//! 2. **publish** them all with the idempotent producer and await every
+//!    delivery report;
+//! 3. **mark** the delivered rows published (`published_at`, wall clock);
+//!    a row that failed while its neighbours were delivered backs off on its
+//!    own and is parked after `RELAY_MAX_ATTEMPTS`, so one bad row never
+//!    throttles the rest. When a whole batch fails (broker down) the rows are
+//!    released and the relay backs off.
+//!
+//! A crash between publish and mark only means a re-publish, which consumers
+//! deduplicate by event id (their inbox). [`Relay::run`] makes passes while
+//! there is work, then waits for a wake-up from a writer in this process
+//! ([`RelayWake`]), a NOTIFY on [`CHANNEL`] from outside, or the polling
+//! interval.
 
 use crate::backoff::Backoff;
 use crate::headers;
 use crate::listen::{Listener, Notification};
-use crate::outbox::CHANNEL;
+use crate::outbox::{CHANNEL, RelayWake};
 use crate::{DbError, Pool};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use shop_runtime::{ConfigError, Env};
 use std::time::Duration;
-use tokio::sync::broadcast::{Receiver, error::RecvError};
+use tokio::sync::broadcast::Receiver;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// How the relay batches, polls and backs off.
+/// How the relay batches, polls, leases and backs off.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// `{PREFIX}RELAY_BATCH_SIZE`: rows claimed per transaction.
+    /// `{PREFIX}RELAY_BATCH_SIZE`: rows claimed per pass.
     pub batch_size: i64,
-    /// `{PREFIX}RELAY_POLL_INTERVAL_MS`: fallback polling when no NOTIFY arrives.
+    /// `{PREFIX}RELAY_POLL_INTERVAL_MS`: fallback polling when nothing wakes the relay.
     pub poll_interval: Duration,
-    /// First and largest delay after a failed batch.
+    /// `{PREFIX}RELAY_LEASE_MS`: how long a claim lasts; longer than the
+    /// producer's `message.timeout.ms`, so a slow publish is never claimed twice.
+    pub lease: Duration,
+    /// `{PREFIX}RELAY_MAX_ATTEMPTS`: failed publishes of one row (while
+    /// others succeeded) before it is parked.
+    pub max_attempts: i32,
+    /// First and largest delay after a pass that published nothing.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
 }
@@ -35,7 +54,8 @@ pub struct RelayConfig {
 impl RelayConfig {
     /// Reads the `RELAY_*` variables.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let batch_size: i64 = env.parse_or("RELAY_BATCH_SIZE", 100)?;
+        let defaults = Self::default();
+        let batch_size: i64 = env.parse_or("RELAY_BATCH_SIZE", defaults.batch_size)?;
         if !(1..=10_000).contains(&batch_size) {
             return Err(env.invalid(
                 "RELAY_BATCH_SIZE",
@@ -43,11 +63,20 @@ impl RelayConfig {
                 "must be 1..=10000",
             ));
         }
+        let max_attempts: i32 = env.parse_or("RELAY_MAX_ATTEMPTS", defaults.max_attempts)?;
+        if max_attempts < 1 {
+            return Err(env.invalid(
+                "RELAY_MAX_ATTEMPTS",
+                &max_attempts.to_string(),
+                "must be at least 1",
+            ));
+        }
         Ok(Self {
             batch_size,
-            poll_interval: env.millis_or("RELAY_POLL_INTERVAL_MS", Duration::from_secs(1))?,
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
+            poll_interval: env.millis_or("RELAY_POLL_INTERVAL_MS", defaults.poll_interval)?,
+            lease: env.millis_or("RELAY_LEASE_MS", defaults.lease)?,
+            max_attempts,
+            ..defaults
         })
     }
 }
@@ -55,20 +84,22 @@ impl RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
-            batch_size: 100,
+            batch_size: 500,
             poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+            max_attempts: 10,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
         }
     }
 }
 
-/// Why a batch was not (fully) published.
+/// Why a pass failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("{failed} event(s) not published: {first}")]
+    #[error("no event of the batch was published ({failed} failed): {first}")]
     Publish { failed: usize, first: KafkaError },
 }
 
@@ -84,6 +115,31 @@ impl From<deadpool_postgres::PoolError> for RelayError {
     }
 }
 
+const CLAIM: &str =
+    "UPDATE outbox SET claimed_until = clock_timestamp() + $2::bigint * interval '1 millisecond'
+     WHERE id IN (
+         SELECT id FROM outbox
+         WHERE published_at IS NULL AND parked_at IS NULL
+           AND (claimed_until IS NULL OR claimed_until < clock_timestamp())
+         ORDER BY id LIMIT $1
+         FOR UPDATE SKIP LOCKED)
+     RETURNING id, event_id, topic, key, event_type, payload, traceparent";
+
+const MARK_PUBLISHED: &str = "UPDATE outbox
+     SET published_at = clock_timestamp(), attempts = attempts + 1, last_error = NULL, claimed_until = NULL
+     WHERE id = ANY($1)";
+
+/// Releases rows of a batch that failed as a whole: the broker, not the rows.
+const RELEASE: &str = "UPDATE outbox SET claimed_until = NULL, last_error = $2 WHERE id = ANY($1)";
+
+/// A row that failed while others were delivered: its own backoff, parked at the limit.
+const ROW_FAILED: &str = "UPDATE outbox
+     SET attempts = attempts + 1, last_error = $2,
+         claimed_until = clock_timestamp() + least(power(2, attempts) * 100, 60000) * interval '1 millisecond',
+         parked_at = CASE WHEN attempts + 1 >= $3 THEN clock_timestamp() END
+     WHERE id = $1
+     RETURNING parked_at IS NOT NULL";
+
 struct Pending {
     id: i64,
     event_id: String,
@@ -94,12 +150,29 @@ struct Pending {
     traceparent: Option<String>,
 }
 
+impl TryFrom<&tokio_postgres::Row> for Pending {
+    type Error = tokio_postgres::Error;
+
+    fn try_from(r: &tokio_postgres::Row) -> Result<Self, Self::Error> {
+        Ok(Self {
+            id: r.try_get("id")?,
+            event_id: r.try_get::<_, Uuid>("event_id")?.to_string(),
+            topic: r.try_get("topic")?,
+            key: r.try_get("key")?,
+            event_type: r.try_get("event_type")?,
+            payload: r.try_get("payload")?,
+            traceparent: r.try_get("traceparent")?,
+        })
+    }
+}
+
 /// Publishes the outbox of one database.
 #[derive(Clone)]
 pub struct Relay {
     pool: Pool,
     producer: FutureProducer,
     config: RelayConfig,
+    wake: RelayWake,
 }
 
 impl std::fmt::Debug for Relay {
@@ -111,75 +184,77 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// A relay over `pool`'s outbox.
-    pub fn new(pool: Pool, producer: FutureProducer, config: RelayConfig) -> Self {
+    /// A relay over `pool`'s outbox, woken by `wake` when this process commits events.
+    pub fn new(pool: Pool, producer: FutureProducer, config: RelayConfig, wake: RelayWake) -> Self {
         Self {
             pool,
             producer,
             config,
+            wake,
         }
     }
 
-    /// Claims, publishes and marks one batch; returns how many were published.
+    /// One pass: claims, publishes and marks one batch; returns how many
+    /// events were published. `Err` only when nothing could be published.
     pub async fn publish_batch(&self) -> Result<usize, RelayError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let rows = tx
-            .query(
-                "SELECT id, event_id, topic, key, event_type, payload, traceparent FROM outbox
-                 WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                &[&self.config.batch_size],
-            )
+        let client = self.pool.get().await?;
+        let claim = client.prepare_cached(CLAIM).await?;
+        let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&claim, &[&self.config.batch_size, &lease_ms])
             .await?;
         if rows.is_empty() {
             return Ok(0);
         }
-        let pending = rows
+        let mut pending = rows
             .iter()
-            .map(|r| {
-                Ok(Pending {
-                    id: r.try_get("id")?,
-                    event_id: r.try_get::<_, Uuid>("event_id")?.to_string(),
-                    topic: r.try_get("topic")?,
-                    key: r.try_get("key")?,
-                    event_type: r.try_get("event_type")?,
-                    payload: r.try_get("payload")?,
-                    traceparent: r.try_get("traceparent")?,
-                })
-            })
-            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+            .map(Pending::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        // RETURNING has no order: publish in outbox order.
+        pending.sort_by_key(|p| p.id);
 
         let deliveries = futures::future::join_all(pending.iter().map(|p| self.send(p))).await;
         let mut published = Vec::with_capacity(pending.len());
-        let mut first_error = None;
-        let mut failed = 0;
+        let mut failed = Vec::new();
         for (p, delivery) in pending.iter().zip(deliveries) {
             match delivery {
                 Ok(()) => published.push(p.id),
-                Err(e) => {
-                    failed += 1;
-                    tx.execute(
-                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
-                        &[&p.id, &e.to_string()],
-                    )
-                    .await?;
-                    first_error.get_or_insert(e);
-                }
+                Err(e) => failed.push((p.id, e)),
             }
         }
-        tx.execute(
-            "UPDATE outbox SET published_at = now(), attempts = attempts + 1, last_error = NULL
-             WHERE id = ANY($1)",
-            &[&published],
-        )
-        .await?;
-        tx.commit().await?;
-        metrics::counter!("shop_outbox_published_total").increment(published.len() as u64);
-        metrics::counter!("shop_outbox_publish_failures_total").increment(failed as u64);
-        match first_error {
-            None => Ok(published.len()),
-            Some(first) => Err(RelayError::Publish { failed, first }),
+        if !published.is_empty() {
+            let mark = client.prepare_cached(MARK_PUBLISHED).await?;
+            client.execute(&mark, &[&published]).await?;
+            metrics::counter!("shop_outbox_published_total").increment(published.len() as u64);
         }
+        metrics::counter!("shop_outbox_publish_failures_total").increment(failed.len() as u64);
+        let Some((_, first)) = failed.first() else {
+            return Ok(published.len());
+        };
+        if published.is_empty() {
+            let ids: Vec<i64> = failed.iter().map(|(id, _)| *id).collect();
+            client.execute(RELEASE, &[&ids, &first.to_string()]).await?;
+            return Err(RelayError::Publish {
+                failed: failed.len(),
+                first: first.clone(),
+            });
+        }
+        for (id, error) in &failed {
+            let parked: bool = client
+                .query_one(
+                    ROW_FAILED,
+                    &[id, &error.to_string(), &self.config.max_attempts],
+                )
+                .await?
+                .try_get(0)?;
+            if parked {
+                metrics::counter!("shop_outbox_parked_total").increment(1);
+                tracing::error!(outbox_id = id, %error, "outbox row parked after repeated publish failures");
+            } else {
+                tracing::warn!(outbox_id = id, %error, "outbox row not published, retrying it later");
+            }
+        }
+        Ok(published.len())
     }
 
     async fn send(&self, p: &Pending) -> Result<(), KafkaError> {
@@ -209,24 +284,29 @@ impl Relay {
             .map_err(|(e, _)| e)
     }
 
-    /// Publishes until `shutdown`: drains the outbox, then waits for a
-    /// NOTIFY (or the polling interval); backs off after failures.
+    /// Publishes until `shutdown`: passes follow each other while batches
+    /// come back full; after a short batch the relay waits for a wake-up
+    /// (this process's writers, a NOTIFY from outside, or the polling
+    /// interval); it backs off only after a pass that published nothing.
     pub async fn run(self, listener: &Listener, shutdown: CancellationToken) {
-        let mut wake = listener.subscribe();
+        let mut notifications = listener.subscribe();
         let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        let full = usize::try_from(self.config.batch_size).unwrap_or(usize::MAX);
         while !shutdown.is_cancelled() {
             let pause = match self.publish_batch().await {
-                Ok(0) => {
-                    backoff.reset();
-                    self.config.poll_interval
-                }
-                Ok(n) => {
-                    tracing::debug!(published = n, "outbox batch published");
+                Ok(n) if n >= full => {
                     backoff.reset();
                     continue;
                 }
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::debug!(published = n, "outbox batch published");
+                    }
+                    backoff.reset();
+                    self.config.poll_interval
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "outbox relay failed, backing off");
+                    tracing::warn!(error = %e, "outbox relay published nothing, backing off");
                     let delay = backoff.next_delay();
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
@@ -237,25 +317,47 @@ impl Relay {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(pause) => {}
-                _ = outbox_written(&mut wake) => {}
+                _ = self.wake.woken() => {}
+                _ = outbox_notified(&mut notifications) => {}
             }
         }
-        if let Err(e) = self.producer.flush(Duration::from_secs(5)) {
+        let producer = self.producer.clone();
+        let flushed =
+            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+        if let Ok(Err(e)) = flushed {
             tracing::warn!(error = %e, "producer flush on shutdown failed");
         }
         tracing::info!("outbox relay stopped");
     }
 }
 
-/// Resolves when the outbox may have new rows: its NOTIFY, a listener resync,
-/// or missed notifications. Never resolves once the listener is gone (the
-/// polling interval takes over).
-async fn outbox_written(wake: &mut Receiver<Notification>) {
+/// Resolves when a NOTIFY on the outbox channel (or a listener resync) says
+/// there may be new rows; everything already queued is drained, so a burst
+/// of notifications makes one pass. Never resolves once the listener is gone
+/// (the polling interval takes over).
+async fn outbox_notified(notifications: &mut Receiver<Notification>) {
     loop {
-        match wake.recv().await {
-            Ok(Notification::Notify { channel, .. }) if channel != CHANNEL => continue,
-            Ok(_) | Err(RecvError::Lagged(_)) => return,
-            Err(RecvError::Closed) => std::future::pending::<()>().await,
+        let mut wake = match notifications.recv().await {
+            Ok(n) => is_for_the_outbox(&n),
+            Err(RecvError::Lagged(_)) => true,
+            Err(RecvError::Closed) => std::future::pending().await,
+        };
+        loop {
+            match notifications.try_recv() {
+                Ok(n) => wake |= is_for_the_outbox(&n),
+                Err(TryRecvError::Lagged(_)) => wake = true,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
         }
+        if wake {
+            return;
+        }
+    }
+}
+
+fn is_for_the_outbox(n: &Notification) -> bool {
+    match n {
+        Notification::Notify { channel, .. } => channel == CHANNEL,
+        Notification::Resync => true,
     }
 }

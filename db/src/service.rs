@@ -14,11 +14,13 @@ use crate::{Pool, dead_letter, migrate, pool};
 use anyhow::Context;
 use refinery::Migration;
 use shop_runtime::cli::{self, Command};
-use shop_runtime::{ConfigError, Env, LogFormat, grpc, shutdown, telemetry};
+use shop_runtime::grpc::{self, Health};
+use shop_runtime::{ConfigError, Env, LogFormat, shutdown, telemetry};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Router;
 
@@ -96,8 +98,10 @@ pub struct Service<H> {
     pub listener: TcpListener,
     /// The gRPC router: the service's API, health and reflection.
     pub grpc: Router,
-    /// Postgres NOTIFY fan-out (the relay's wake-ups, and any channel the
-    /// service's own code listens to).
+    /// The health the router reports: NOT_SERVING if the pipeline dies.
+    pub health: Health,
+    /// Postgres NOTIFY fan-out (the relay's outside wake-ups, and any channel
+    /// the service's own code listens to).
     pub notifications: Listener,
     /// Publishes the service's outbox.
     pub relay: Relay,
@@ -113,27 +117,71 @@ impl<H: Handler> Service<H> {
 
     /// Serves gRPC, consumes through the inbox and relays the outbox until
     /// `shutdown`; then lets each finish its unit of work, flushes the
-    /// producer, commits offsets and closes the pool.
+    /// producer, commits offsets and closes the pool. If any of the three
+    /// stops on its own (an error, a panic), health turns NOT_SERVING,
+    /// the others are stopped and the error is returned, so the process
+    /// exits non-zero and its supervisor restarts it.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self {
             pool,
             listener,
             grpc,
+            health,
             notifications,
             relay,
             consumer,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
-        let (served, consumed, ()) = tokio::join!(
-            grpc::serve(grpc, listener, shutdown.clone()),
-            consumer.run(shutdown.clone()),
-            relay.run(&notifications, shutdown.clone()),
-        );
+        let stop = shutdown.child_token();
+        let mut tasks = JoinSet::new();
+        let token = stop.clone();
+        tasks.spawn(async move {
+            let served = grpc::serve(grpc, listener, token).await;
+            ("gRPC server", served.map_err(anyhow::Error::from))
+        });
+        let token = stop.clone();
+        tasks.spawn(async move {
+            let consumed = consumer.run(token).await;
+            ("inbox consumer", consumed.map_err(anyhow::Error::from))
+        });
+        let token = stop.clone();
+        tasks.spawn(async move {
+            relay.run(&notifications, token).await;
+            ("outbox relay", Ok(()))
+        });
+
+        let failure = match tasks.join_next().await {
+            Some(Ok((_, Ok(())))) if shutdown.is_cancelled() => None,
+            Some(Ok((part, Ok(())))) => Some(anyhow::anyhow!("the {part} stopped on its own")),
+            Some(Ok((part, Err(e)))) => Some(e.context(format!("the {part} failed"))),
+            Some(Err(e)) => Some(anyhow::anyhow!("a service task panicked: {e}")),
+            None => None,
+        };
+        if let Some(e) = &failure {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "stopping: the service cannot work without it"
+            );
+            health.not_serving().await;
+        }
+        stop.cancel();
+        while let Some(ended) = tasks.join_next().await {
+            match ended {
+                Ok((part, Err(e))) => {
+                    tracing::warn!(error = format!("{e:#}"), part, "failed while stopping")
+                }
+                Err(e) => tracing::warn!(error = %e, "a service task panicked while stopping"),
+                Ok(_) => {}
+            }
+        }
         pool.close();
-        served?;
-        consumed?;
-        tracing::info!("stopped");
-        Ok(())
+        match failure {
+            Some(e) => Err(e),
+            None => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use crate::orders::{self, OrderError};
 use crate::watch;
 use shop_db::Pool;
 use shop_db::listen::Listener;
+use shop_db::outbox::RelayWake;
 use shop_proto::error_code::{ErrorCode, invalid_argument};
 use shop_proto::orders as pb;
 use shop_proto::time::to_timestamp;
@@ -23,21 +24,25 @@ pub use pb::orders_server::OrdersServer;
 #[derive(Debug, Clone)]
 pub struct OrdersGrpc {
     pool: Pool,
+    relay: RelayWake,
     listener: Listener,
     requests_topic: String,
     shutdown: CancellationToken,
 }
 
 impl OrdersGrpc {
-    /// A service over the orders database; watchers end on `shutdown`.
+    /// A service over the orders database; `relay` is woken after each new
+    /// order commits, watchers end on `shutdown`.
     pub fn new(
         pool: Pool,
+        relay: RelayWake,
         listener: Listener,
         requests_topic: &str,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             pool,
+            relay,
             listener,
             requests_topic: requests_topic.to_owned(),
             shutdown,
@@ -57,7 +62,7 @@ impl pb::orders_server::Orders for OrdersGrpc {
         request: Request<pb::CreateOrderRequest>,
     ) -> Result<Response<pb::CreateOrderResponse>, Status> {
         let new = new_order(request.into_inner())?;
-        let order = orders::create(&self.pool, &self.requests_topic, new)
+        let order = orders::create(&self.pool, &self.relay, &self.requests_topic, new)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::CreateOrderResponse {

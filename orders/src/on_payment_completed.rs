@@ -7,7 +7,8 @@
 use crate::domain::{CancelReason, Status};
 use crate::persistence;
 use shop_db::Transaction;
-use shop_db::inbox::{Delivery, HandleError, Handler};
+use shop_db::inbox::{HandleError, Handler, Inbound};
+use shop_db::outbox::NewEvent;
 use shop_proto::events::{DeclineReason, PaymentCompleted, PaymentOutcome};
 use shop_proto::values::OrderId;
 use uuid::Uuid;
@@ -39,31 +40,43 @@ impl Handler for OnPaymentCompleted {
         Uuid::parse_str(&event.event_id).ok()
     }
 
+    /// Finalises every order of the batch with one statement; an order
+    /// already final stays as it is, an order that does not exist makes the
+    /// event permanently invalid.
     async fn handle(
         &self,
         tx: &Transaction<'_>,
-        event: PaymentCompleted,
-        _: &Delivery,
-    ) -> Result<(), HandleError> {
-        let order =
-            OrderId::parse(&event.order_id).map_err(|e| HandleError::Permanent(e.to_string()))?;
-        let status = status_of(&event)?;
-        if persistence::finalise(tx, order, status).await? {
-            tracing::info!(order_id = %order, status = status.column(), "order finalised");
-            return Ok(());
-        }
-        match persistence::find(tx, order)
-            .await
-            .map_err(|e| HandleError::Transient(e.to_string()))?
-        {
-            Some(existing) => {
-                tracing::info!(order_id = %order, status = existing.status.column(), "order already final");
-                Ok(())
+        events: Vec<Inbound<PaymentCompleted>>,
+    ) -> Result<Vec<NewEvent>, HandleError> {
+        let changes = events
+            .iter()
+            .map(|inbound| {
+                let order = OrderId::parse(&inbound.event.order_id)
+                    .map_err(|e| HandleError::Permanent(e.to_string()))?;
+                Ok((order, status_of(&inbound.event)?))
+            })
+            .collect::<Result<Vec<_>, HandleError>>()?;
+        let finalised = persistence::finalise_all(tx, &changes).await?;
+        for (order, status) in &changes {
+            if finalised.contains(order) {
+                tracing::info!(order_id = %order, status = status.column(), "order finalised");
             }
-            None => Err(HandleError::Permanent(format!(
-                "order {order} does not exist"
-            ))),
         }
+        let unchanged: Vec<OrderId> = changes
+            .iter()
+            .map(|(order, _)| *order)
+            .filter(|order| !finalised.contains(order))
+            .collect();
+        if !unchanged.is_empty() {
+            let existing = persistence::existing(tx, &unchanged).await?;
+            if let Some(missing) = unchanged.iter().find(|o| !existing.contains(o)) {
+                return Err(HandleError::Permanent(format!(
+                    "order {missing} does not exist"
+                )));
+            }
+            tracing::info!(orders = unchanged.len(), "orders already final");
+        }
+        Ok(Vec::new())
     }
 }
 

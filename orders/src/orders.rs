@@ -1,15 +1,16 @@
-//! Order use cases, called by [`crate::grpc`]: each opens and commits its
-//! own transaction. Creating an order writes the order and its
-//! `PaymentRequested` event to the outbox in ONE transaction (no Kafka call
-//! on the request path); the relay publishes it after the commit.
+//! Order use cases, called by [`crate::grpc`]. Creating an order writes the
+//! order and its `PaymentRequested` event to the outbox in ONE statement, so
+//! they commit together (no Kafka call on the request path); the relay
+//! publishes the event after the commit.
 
 use crate::domain::{NewOrder, Order};
 use crate::persistence::{self, RowError};
-use shop_db::outbox::{self, NewEvent};
+use shop_db::outbox::{NewEvent, RelayWake};
 use shop_db::{DbError, Pool, headers};
 use shop_proto::events::PaymentRequested;
 use shop_proto::time::to_timestamp;
 use shop_proto::values::{DEFAULT_PAGE, MAX_PAGE, OrderId, UserId};
+use std::time::SystemTime;
 use uuid::Uuid;
 
 /// Why an order operation was refused or failed.
@@ -50,43 +51,47 @@ impl From<shop_db::deadpool_postgres::PoolError> for OrderError {
     }
 }
 
-/// Creates a NEW order and enqueues its payment request on `requests_topic`.
-/// Under an idempotency key the same request returns the same order.
-pub async fn create(pool: &Pool, requests_topic: &str, new: NewOrder) -> Result<Order, OrderError> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    if let Some(key) = &new.idempotency_key
-        && let Some(existing) = persistence::find_by_key(&tx, new.user_id, key).await?
-    {
-        return replay(&new, existing);
-    }
-    let Some(order) = persistence::insert(&tx, OrderId::new(), &new).await? else {
-        // A concurrent request with the same key committed first.
-        let existing = match &new.idempotency_key {
-            Some(key) => persistence::find_by_key(&tx, new.user_id, key).await?,
-            None => None,
-        };
-        return existing.map_or(Err(OrderError::IdempotencyKeyReused), |e| replay(&new, e));
-    };
+/// Creates a NEW order and enqueues its payment request on `requests_topic`
+/// with ONE statement (order row and outbox row commit together), then
+/// wakes `relay`. Under an idempotency key the same request returns the
+/// same order, and a different one is refused.
+pub async fn create(
+    pool: &Pool,
+    relay: &RelayWake,
+    requests_topic: &str,
+    new: NewOrder,
+) -> Result<Order, OrderError> {
+    let id = OrderId::new();
+    let created_at = SystemTime::now();
     let event_id = Uuid::now_v7();
     let requested = PaymentRequested {
         event_id: event_id.to_string(),
-        order_id: order.id.to_string(),
-        user_id: order.user_id.to_string(),
-        amount: order.amount,
-        requested_at: Some(to_timestamp(order.created_at)),
+        order_id: id.to_string(),
+        user_id: new.user_id.to_string(),
+        amount: new.amount.get(),
+        requested_at: Some(to_timestamp(created_at)),
     };
     let event = NewEvent::encode(
         event_id,
         requests_topic,
-        order.user_id,
+        new.user_id,
         &requested,
         headers::new_root(),
     );
-    outbox::enqueue(&tx, &event).await?;
-    tx.commit().await?;
-    tracing::info!(order_id = %order.id, user_id = %order.user_id, amount = order.amount, "order created");
-    Ok(order)
+    let client = pool.get().await?;
+    if let Some(order) =
+        persistence::insert_with_event(&client, id, created_at, &new, &event).await?
+    {
+        relay.wake();
+        tracing::info!(order_id = %order.id, user_id = %order.user_id, amount = order.amount, "order created");
+        return Ok(order);
+    }
+    // The user's idempotency key is taken: by this request before, or another.
+    let existing = match &new.idempotency_key {
+        Some(key) => persistence::find_by_key(&client, new.user_id, key).await?,
+        None => None,
+    };
+    existing.map_or(Err(OrderError::IdempotencyKeyReused), |e| replay(&new, e))
 }
 
 fn replay(new: &NewOrder, existing: Order) -> Result<Order, OrderError> {

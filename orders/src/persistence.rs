@@ -3,8 +3,10 @@
 //! SQL as free functions over any client or transaction, rows mapped once.
 
 use crate::domain::{NewOrder, Order, Status};
+use shop_db::outbox::NewEvent;
 use shop_db::{GenericClient, migrate};
 use shop_proto::values::{IdempotencyKey, OrderId, UserId};
+use std::time::SystemTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -57,26 +59,45 @@ fn map_rows(rows: &[Row]) -> Result<Vec<Order>, RowError> {
     rows.iter().map(Order::try_from).collect()
 }
 
-/// Inserts a NEW order; `None` when the user's idempotency key is already taken.
-pub async fn insert(
+/// Inserts a NEW order and its payment request in the outbox, in one
+/// statement (so one round trip and one commit); `None` when the user's
+/// idempotency key is already taken (then nothing is written).
+pub async fn insert_with_event(
     db: &impl GenericClient,
     id: OrderId,
+    created_at: SystemTime,
     new: &NewOrder,
+    event: &NewEvent,
 ) -> Result<Option<Order>, RowError> {
     let sql = format!(
-        "INSERT INTO orders (id, user_id, amount, description, idempotency_key)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING {COLUMNS}"
+        "WITH inserted AS (
+             INSERT INTO orders (id, user_id, amount, description, idempotency_key, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6)
+             ON CONFLICT (user_id, idempotency_key) DO NOTHING
+             RETURNING {COLUMNS}
+         ), event AS (
+             INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent, created_at)
+             SELECT $7, $8, $9, $10, $11, $12, clock_timestamp() FROM inserted
+         )
+         SELECT {COLUMNS} FROM inserted"
     );
+    let statement = db.prepare_cached(&sql).await?;
     let rows = db
         .query(
-            &sql,
+            &statement,
             &[
                 id.as_uuid(),
                 new.user_id.as_uuid(),
                 &new.amount.get(),
                 &new.description.as_str(),
                 &new.idempotency_key.as_ref().map(IdempotencyKey::as_str),
+                &created_at,
+                &event.event_id,
+                &event.topic,
+                &event.key.as_bytes(),
+                &event.event_type,
+                &event.payload,
+                &event.traceparent,
             ],
         )
         .await?;
@@ -90,14 +111,18 @@ pub async fn find_by_key(
     key: &IdempotencyKey,
 ) -> Result<Option<Order>, RowError> {
     let sql = format!("SELECT {COLUMNS} FROM orders WHERE user_id = $1 AND idempotency_key = $2");
-    let rows = db.query(&sql, &[user.as_uuid(), &key.as_str()]).await?;
+    let statement = db.prepare_cached(&sql).await?;
+    let rows = db
+        .query(&statement, &[user.as_uuid(), &key.as_str()])
+        .await?;
     Ok(map_rows(&rows)?.pop())
 }
 
 /// One order.
 pub async fn find(db: &impl GenericClient, id: OrderId) -> Result<Option<Order>, RowError> {
     let sql = format!("SELECT {COLUMNS} FROM orders WHERE id = $1");
-    let rows = db.query(&sql, &[id.as_uuid()]).await?;
+    let statement = db.prepare_cached(&sql).await?;
+    let rows = db.query(&statement, &[id.as_uuid()]).await?;
     Ok(map_rows(&rows)?.pop())
 }
 
@@ -113,29 +138,56 @@ pub async fn list(
          WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2)
          ORDER BY id DESC LIMIT $3"
     );
+    let statement = db.prepare_cached(&sql).await?;
     let rows = db
         .query(
-            &sql,
+            &statement,
             &[user.as_uuid(), &before.map(|b| *b.as_uuid()), &limit],
         )
         .await?;
     map_rows(&rows)
 }
 
-/// Moves a NEW order to `status`; `false` if it was not NEW (or does not exist).
-pub async fn finalise(
+/// Moves each order that is still NEW to its final status, in one
+/// statement; returns the ids that moved. An order already final (or
+/// missing) is left alone: a final status never changes.
+pub async fn finalise_all(
     db: &impl GenericClient,
-    id: OrderId,
-    status: Status,
-) -> Result<bool, tokio_postgres::Error> {
-    let updated = db
-        .execute(
-            "UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now()
-             WHERE id = $1 AND status = 'NEW'",
-            &[id.as_uuid(), &status.column(), &status.reason_column()],
+    changes: &[(OrderId, Status)],
+) -> Result<Vec<OrderId>, tokio_postgres::Error> {
+    let ids: Vec<Uuid> = changes.iter().map(|(id, _)| *id.as_uuid()).collect();
+    let statuses: Vec<&str> = changes.iter().map(|(_, s)| s.column()).collect();
+    let reasons: Vec<Option<&str>> = changes.iter().map(|(_, s)| s.reason_column()).collect();
+    let statement = db
+        .prepare_cached(
+            "UPDATE orders AS o
+             SET status = c.status, cancel_reason = c.reason, updated_at = clock_timestamp()
+             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS c(id, status, reason)
+             WHERE o.id = c.id AND o.status = 'NEW'
+             RETURNING o.id",
         )
         .await?;
-    Ok(updated == 1)
+    db.query(&statement, &[&ids, &statuses, &reasons])
+        .await?
+        .iter()
+        .map(|row| Ok(OrderId::from(row.try_get::<_, Uuid>(0)?)))
+        .collect()
+}
+
+/// Which of `ids` exist.
+pub async fn existing(
+    db: &impl GenericClient,
+    ids: &[OrderId],
+) -> Result<Vec<OrderId>, tokio_postgres::Error> {
+    let ids: Vec<Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
+    let statement = db
+        .prepare_cached("SELECT id FROM orders WHERE id = ANY($1)")
+        .await?;
+    db.query(&statement, &[&ids])
+        .await?
+        .iter()
+        .map(|row| Ok(OrderId::from(row.try_get::<_, Uuid>(0)?)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -13,9 +13,10 @@ use crate::persistence;
 use anyhow::Context;
 use shop_db::inbox::InboxConsumer;
 use shop_db::listen::Listener;
+use shop_db::outbox::{self, RelayWake};
 use shop_db::relay::Relay;
 use shop_db::service::Service;
-use shop_db::{migrate, outbox, pool};
+use shop_db::{migrate, pool};
 use shop_runtime::grpc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -35,29 +36,39 @@ pub async fn build(
         .await
         .with_context(|| format!("cannot create topics on {}", config.kafka.brokers))?;
 
-    // Wakes the relay when an order commits, and watchers when a status changes.
+    // NOTIFY fan-out: status changes for watchers (from any replica), and
+    // outside writers' hints for the relay.
     let notifications = Listener::spawn(
         &config.database.url,
         &[outbox::CHANNEL, persistence::STATUS_CHANNEL],
         shutdown.clone(),
     );
-    let relay = Relay::new(pool.clone(), config.kafka.producer()?, config.relay.clone());
+    // Whoever commits outbox rows in this process wakes this relay.
+    let wake = RelayWake::new();
+    let relay = Relay::new(
+        pool.clone(),
+        config.kafka.producer()?,
+        config.relay.clone(),
+        wake.clone(),
+    );
     let consumer = InboxConsumer::new(
         pool.clone(),
         config.kafka.consumer(&config.inbox.group_id)?,
         &topics.results,
         OnPaymentCompleted,
         config.inbox.clone(),
+        wake.clone(),
     );
 
     let orders = OrdersGrpc::new(
         pool.clone(),
+        wake,
         notifications.clone(),
         &topics.requests,
         shutdown.clone(),
     );
     let (health, router) = grpc::base_router(SPEC.grpc_service)?;
-    health.set_serving::<OrdersServer<OrdersGrpc>>().await;
+    health.serving().await;
     let router = router.add_service(OrdersServer::new(orders));
     let listener = TcpListener::bind(config.listen_addr)
         .await
@@ -67,6 +78,7 @@ pub async fn build(
         pool,
         listener,
         grpc: router,
+        health,
         notifications,
         relay,
         consumer,

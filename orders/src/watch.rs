@@ -32,11 +32,16 @@ pub async fn watch(
         if tx.send(Ok(first)).await.is_err() || last.status.is_final() {
             return;
         }
+        // One interval for the whole watch: unrelated notifications do not
+        // postpone the periodic re-read.
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        recheck.tick().await;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tx.closed() => return,
-                _ = tokio::time::sleep(RECHECK) => {}
+                _ = recheck.tick() => {}
                 n = changes.recv() => match n {
                     Ok(Notification::Notify { channel, payload }) if channel != STATUS_CHANNEL || payload != id_text => continue,
                     _ => {}
@@ -50,6 +55,10 @@ pub async fn watch(
                     }
                 }
                 Ok(_) => {}
+                // The next notification or re-read tries again.
+                Err(OrderError::Db(e)) if e.is_transient() => {
+                    tracing::warn!(order_id = %id, error = %e, "cannot re-read a watched order, will retry");
+                }
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
                     return;

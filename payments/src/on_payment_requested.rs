@@ -1,13 +1,13 @@
 //! The handler of `PaymentRequested` (orders → payments), run by the inbox
 //! consumer inside its transaction, right after the event id was recorded:
-//! the exactly-once debit ([`persistence::decide`]) and, in the same
-//! transaction, the `PaymentCompleted` answer in the outbox. The relay
+//! the exactly-once debit ([`persistence::decide_all`]) and, in the same
+//! transaction, the `PaymentCompleted` answers in the outbox. The relay
 //! publishes it to the results topic after the commit.
 
 use crate::domain::PaymentRequest;
 use crate::persistence;
-use shop_db::inbox::{Delivery, HandleError, Handler};
-use shop_db::outbox::{self, NewEvent};
+use shop_db::inbox::{HandleError, Handler, Inbound};
+use shop_db::outbox::NewEvent;
 use shop_db::{Transaction, headers};
 use shop_proto::events::{PaymentCompleted, PaymentRequested};
 use shop_proto::time::to_timestamp;
@@ -49,33 +49,49 @@ impl Handler for OnPaymentRequested {
         Uuid::parse_str(&event.event_id).ok()
     }
 
+    /// Decides every order of the batch once, in order, and answers each
+    /// with a `PaymentCompleted` (written to the outbox by the inbox, in the
+    /// same transaction).
     async fn handle(
         &self,
         tx: &Transaction<'_>,
-        event: PaymentRequested,
-        delivery: &Delivery,
-    ) -> Result<(), HandleError> {
-        let request = payment_request(event)?;
-        let decision = persistence::decide(tx, &request).await?;
-        let (outcome, reason) = decision.to_event();
-        let result_id = Uuid::now_v7();
-        let completed = PaymentCompleted {
-            event_id: result_id.to_string(),
-            order_id: request.order_id.to_string(),
-            user_id: request.user_id.to_string(),
-            amount: request.amount.get(),
-            outcome: outcome.into(),
-            cancel_reason: reason.into(),
-            completed_at: Some(to_timestamp(SystemTime::now())),
-        };
-        let event = NewEvent::encode(
-            result_id,
-            &self.results_topic,
-            request.order_id,
-            &completed,
-            headers::child_of(delivery.traceparent.as_deref()),
-        );
-        outbox::enqueue(tx, &event).await?;
-        Ok(())
+        events: Vec<Inbound<PaymentRequested>>,
+    ) -> Result<Vec<NewEvent>, HandleError> {
+        let mut requests = Vec::with_capacity(events.len());
+        let mut traces = Vec::with_capacity(events.len());
+        for inbound in events {
+            requests.push(payment_request(inbound.event)?);
+            traces.push(inbound.delivery.traceparent);
+        }
+        let decisions = persistence::decide_all(tx, &requests)
+            .await
+            .map_err(|e| HandleError::Transient(e.to_string()))?;
+        let completed_at = Some(to_timestamp(SystemTime::now()));
+        let answers = requests
+            .iter()
+            .zip(decisions)
+            .zip(traces)
+            .map(|((request, decision), traceparent)| {
+                let (outcome, reason) = decision.to_event();
+                let result_id = Uuid::now_v7();
+                let completed = PaymentCompleted {
+                    event_id: result_id.to_string(),
+                    order_id: request.order_id.to_string(),
+                    user_id: request.user_id.to_string(),
+                    amount: request.amount.get(),
+                    outcome: outcome.into(),
+                    cancel_reason: reason.into(),
+                    completed_at,
+                };
+                NewEvent::encode(
+                    result_id,
+                    &self.results_topic,
+                    request.order_id,
+                    &completed,
+                    headers::child_of(traceparent.as_deref()),
+                )
+            })
+            .collect();
+        Ok(answers)
     }
 }

@@ -1,11 +1,12 @@
 //! All of the payments database: its migrations (`migrations/`, plus the
 //! shared messaging schema) and the SQL as free functions over any client or
 //! transaction, rows mapped once: accounts and credits, and the ledger's
-//! exactly-once debit ([`decide`]).
+//! exactly-once debit ([`decide_all`]).
 
 use crate::domain::{Account, Decision, KeyedCredit, PaymentRequest};
 use shop_db::{GenericClient, migrate};
-use shop_proto::values::{Amount, IdempotencyKey, UserId};
+use shop_proto::values::{Amount, IdempotencyKey, OrderId, UserId};
+use std::collections::{HashMap, HashSet};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -126,66 +127,111 @@ pub async fn credit(
     Ok(account)
 }
 
-/// Decides an order once, in the caller's transaction: insert the ledger row
-/// (UNIQUE order id), debit only if the balance covers the amount, record the
-/// decision. A repeated request returns the first decision and never debits
-/// twice, even after a later top-up and even if inbox rows were cleaned up.
-pub async fn decide(
+/// Decides each order once, in the caller's transaction, in order:
+///
+/// 1. one statement claims a ledger row (PRIMARY KEY `order_id`) for every
+///    order of the batch not yet decided — a concurrent claim of the same
+///    order waits for the other transaction and then finds the row taken;
+/// 2. for each claimed order, one statement debits the account only if its
+///    balance covers the amount and records the outcome in the ledger row;
+/// 3. an order decided before (a redelivery, even after a later top-up and
+///    even if inbox rows were cleaned up) gets its first decision back and
+///    is never debited twice.
+///
+/// Orders of one user arrive on one partition, in order, so their debits
+/// run in the order they were placed.
+pub async fn decide_all(
     db: &impl GenericClient,
-    request: &PaymentRequest,
-) -> Result<Decision, tokio_postgres::Error> {
-    let inserted = db
-        .execute(
-            "INSERT INTO payments (order_id, user_id, amount, request_event_id)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING",
-            &[
-                request.order_id.as_uuid(),
-                request.user_id.as_uuid(),
-                &request.amount.get(),
-                &request.event_id,
-            ],
-        )
-        .await?;
-    if inserted == 0 {
-        let row = db
-            .query_one(
-                "SELECT outcome FROM payments WHERE order_id = $1",
-                &[request.order_id.as_uuid()],
-            )
+    requests: &[PaymentRequest],
+) -> Result<Vec<Decision>, DecideError> {
+    let order_ids: Vec<Uuid> = requests.iter().map(|r| *r.order_id.as_uuid()).collect();
+    let user_ids: Vec<Uuid> = requests.iter().map(|r| *r.user_id.as_uuid()).collect();
+    let amounts: Vec<i64> = requests.iter().map(|r| r.amount.get()).collect();
+    let event_ids: Vec<Uuid> = requests.iter().map(|r| r.event_id).collect();
+    let claim = db.prepare_cached(CLAIM_LEDGER_ROWS).await?;
+    let mut claimed: HashSet<Uuid> = db
+        .query(&claim, &[&order_ids, &user_ids, &amounts, &event_ids])
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let earlier: Vec<Uuid> = order_ids
+        .iter()
+        .filter(|id| !claimed.contains(id))
+        .copied()
+        .collect();
+    let mut decided: HashMap<Uuid, Decision> = HashMap::new();
+    if !earlier.is_empty() {
+        let find = db
+            .prepare_cached("SELECT order_id, outcome FROM payments WHERE order_id = ANY($1)")
             .await?;
-        let outcome: Option<String> = row.try_get(0)?;
-        // A committed row always carries its outcome (set in the same transaction).
-        if let Some(decision) = outcome.as_deref().and_then(Decision::parse) {
-            tracing::info!(order_id = %request.order_id, decision = decision.as_str(), "order already decided");
-            return Ok(decision);
+        for row in db.query(&find, &[&earlier]).await? {
+            let outcome: Option<String> = row.try_get(1)?;
+            // Claimed in this batch: decided below, in order.
+            if let Some(decision) = outcome.as_deref().and_then(Decision::parse) {
+                decided.insert(row.try_get(0)?, decision);
+            }
         }
     }
-    let debited = db
-        .execute(
-            "UPDATE accounts SET balance = balance - $2, updated_at = now()
-             WHERE user_id = $1 AND balance >= $2",
-            &[request.user_id.as_uuid(), &request.amount.get()],
-        )
-        .await?;
-    let decision = if debited == 1 {
-        Decision::Paid
-    } else if db
-        .query_opt(
-            "SELECT 1 FROM accounts WHERE user_id = $1",
-            &[request.user_id.as_uuid()],
-        )
-        .await?
-        .is_some()
-    {
-        Decision::InsufficientFunds
-    } else {
-        Decision::AccountNotFound
-    };
-    db.execute(
-        "UPDATE payments SET outcome = $2 WHERE order_id = $1",
-        &[request.order_id.as_uuid(), &decision.as_str()],
-    )
-    .await?;
-    tracing::info!(order_id = %request.order_id, user_id = %request.user_id, amount = request.amount.get(), decision = decision.as_str(), "payment decided");
-    Ok(decision)
+    let decide = db.prepare_cached(DECIDE).await?;
+    let mut decisions = Vec::with_capacity(requests.len());
+    for request in requests {
+        let order = *request.order_id.as_uuid();
+        if claimed.remove(&order) {
+            let row = db
+                .query_one(
+                    &decide,
+                    &[&order, request.user_id.as_uuid(), &request.amount.get()],
+                )
+                .await?;
+            let outcome: String = row.try_get(0)?;
+            let decision = Decision::parse(&outcome).ok_or(DecideError::BadOutcome(outcome))?;
+            tracing::info!(order_id = %request.order_id, user_id = %request.user_id, amount = request.amount.get(), decision = decision.as_str(), "payment decided");
+            decided.insert(order, decision);
+        } else {
+            tracing::info!(order_id = %request.order_id, "order already decided");
+        }
+        let decision = decided
+            .get(&order)
+            .copied()
+            .ok_or(DecideError::Undecided(request.order_id))?;
+        decisions.push(decision);
+    }
+    Ok(decisions)
 }
+
+/// Why a batch could not be decided.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error(transparent)]
+    Query(#[from] tokio_postgres::Error),
+    #[error("the ledger holds an impossible outcome {0:?}")]
+    BadOutcome(String),
+    #[error("order {0} has a ledger row without a decision")]
+    Undecided(OrderId),
+}
+
+/// Claims a ledger row for each order not yet decided; returns their ids.
+const CLAIM_LEDGER_ROWS: &str = "INSERT INTO payments (order_id, user_id, amount, request_event_id)
+     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::uuid[])
+     ON CONFLICT (order_id) DO NOTHING
+     RETURNING order_id";
+
+/// The decision for one claimed order: the conditional debit, then the
+/// outcome recorded in its ledger row. The debit runs exactly once (a
+/// data-modifying CTE always runs once); `accounts` in `decision` is read
+/// from the statement's snapshot, where the account exists if it exists.
+const DECIDE: &str = "WITH debit AS (
+         UPDATE accounts SET balance = balance - $3, updated_at = now()
+         WHERE user_id = $2 AND balance >= $3
+         RETURNING user_id
+     ), decision AS (
+         SELECT CASE
+             WHEN EXISTS (SELECT 1 FROM debit) THEN 'PAID'
+             WHEN EXISTS (SELECT 1 FROM accounts WHERE user_id = $2) THEN 'INSUFFICIENT_FUNDS'
+             ELSE 'ACCOUNT_NOT_FOUND'
+         END AS outcome
+     )
+     UPDATE payments SET outcome = decision.outcome FROM decision
+     WHERE payments.order_id = $1
+     RETURNING payments.outcome";

@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Router;
+use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 /// Why the server could not be built or stopped with an error.
@@ -18,10 +19,46 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// A router that already serves health, and reflection that advertises
-/// `service` (a full name such as `shop.orders.v1.Orders`) besides health and
-/// reflection itself; every shop type stays describable.
-pub fn base_router(service: &str) -> Result<(HealthReporter, Router), ServeError> {
+/// What `grpc.health.v1` reports for one service (and the whole server).
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    service: String,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Health {
+    /// SERVING: the service and everything behind it work.
+    pub async fn serving(&self) {
+        self.set(ServingStatus::Serving).await;
+    }
+
+    /// NOT_SERVING: a part of the service is dead; callers and supervisors
+    /// should stop sending it work.
+    pub async fn not_serving(&self) {
+        self.set(ServingStatus::NotServing).await;
+    }
+
+    async fn set(&self, status: ServingStatus) {
+        self.reporter
+            .set_service_status(&self.service, status)
+            .await;
+        self.reporter.set_service_status("", status).await;
+    }
+}
+
+/// A router that already serves health (for `service` once
+/// [`Health::serving`] is called), and reflection that advertises `service` (a full
+/// name such as `shop.orders.v1.Orders`) besides health and reflection
+/// itself; every shop type stays describable.
+pub fn base_router(service: &str) -> Result<(Health, Router), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -35,7 +72,11 @@ pub fn base_router(service: &str) -> Result<(HealthReporter, Router), ServeError
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);
-    Ok((reporter, router))
+    let health = Health {
+        reporter,
+        service: service.to_owned(),
+    };
+    Ok((health, router))
 }
 
 /// Serves until `shutdown` is cancelled, then drains in-flight calls.

@@ -301,9 +301,11 @@ pub fn service_config(
         inbox: shop_db::inbox::InboxConfig {
             group_id: group.to_owned(),
             assignment: shop_db::inbox::Assignment::Group,
+            batch_size: 500,
             max_attempts: 3,
             retry_min: Duration::from_millis(20),
             retry_max: Duration::from_millis(200),
+            partition_refresh: Duration::from_secs(1),
         },
         log_format: shop_runtime::LogFormat::Text,
         metrics_addr: None,

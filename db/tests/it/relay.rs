@@ -3,7 +3,7 @@
 //! sees an event whose transaction has not committed.
 
 use rdkafka::Message as _;
-use shop_db::outbox::{self, NewEvent};
+use shop_db::outbox::{self, NewEvent, RelayWake};
 use shop_db::relay::{Relay, RelayConfig};
 use shop_db::{Pool, headers, migrate, pool};
 use shop_proto::events::PaymentRequested;
@@ -40,14 +40,17 @@ async fn each_step_publishes_one_batch_in_outbox_order_and_only_committed_rows()
         batch_size: 2,
         ..RelayConfig::default()
     };
-    let relay = Relay::new(pool.clone(), kafka.producer().expect("producer"), config);
+    let relay = Relay::new(
+        pool.clone(),
+        kafka.producer().expect("producer"),
+        config,
+        RelayWake::new(),
+    );
 
     let mut client = pool.get().await.expect("conn");
     let tx = client.transaction().await.expect("tx");
     let events: Vec<NewEvent> = (1..=3).map(|i| event(&topic, "user-a", i)).collect();
-    for e in &events {
-        outbox::enqueue(&tx, e).await.expect("enqueued");
-    }
+    outbox::enqueue_all(&tx, &events).await.expect("enqueued");
     assert_eq!(
         relay.publish_batch().await.expect("step"),
         0,

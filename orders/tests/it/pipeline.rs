@@ -115,14 +115,14 @@ async fn wait_status(app: &mut TestApp, id: &str, status: OrderStatus) -> Order 
 }
 
 #[tokio::test]
-async fn an_idle_relay_publishes_a_new_order_at_once_via_notify() {
+async fn an_idle_relay_publishes_a_new_order_at_once_when_woken_by_the_writer() {
     let db = Arc::new(TestDb::create("orders").await);
     let mut config = shop_testkit::service_config(
         &db,
         shop_testkit::kafka_config(2),
         &shop_testkit::unique_group("orders"),
     );
-    // Polling alone would take a minute: only LISTEN/NOTIFY can be this fast.
+    // Polling alone would take a minute: only the writer's wake-up can be this fast.
     config.relay.poll_interval = Duration::from_secs(60);
     let mut app = spawn_configured(db, config).await;
     let user = Uuid::new_v4().to_string();
@@ -153,7 +153,7 @@ async fn an_idle_relay_publishes_a_new_order_at_once_via_notify() {
     eprintln!("commit-to-publish latency of an idle relay: {latency_ms} ms");
     assert!(
         latency_ms < 2_000,
-        "published after {latency_ms} ms: NOTIFY did not wake the relay"
+        "published after {latency_ms} ms: the writer did not wake the relay"
     );
     app.stop().await;
 }
