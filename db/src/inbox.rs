@@ -327,7 +327,7 @@ impl<H: Handler> InboxConsumer<H> {
                 .map_err(|e| failed(e.to_string()))?;
             return Ok(HashSet::new());
         }
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
         let mut attempt = 0;
         loop {
             attempt += 1;

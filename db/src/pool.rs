@@ -55,10 +55,26 @@ pub enum PoolError {
 
 /// Builds the pool and proves one connection works.
 pub async fn connect(config: &DbConfig) -> Result<Pool, PoolError> {
+    build(config, config.pool_size, None).await
+}
+
+/// A small pool for the relay's bookkeeping (claims and published marks),
+/// whose commits do not wait for the WAL flush (`synchronous_commit=off`).
+/// That is safe only because every such write is idempotent: a claim or a
+/// mark lost in a database crash means the event is published again, and
+/// consumers deduplicate it. Business writes never use this pool.
+pub async fn connect_for_relay(config: &DbConfig) -> Result<Pool, PoolError> {
+    build(config, 2, Some("-c synchronous_commit=off")).await
+}
+
+async fn build(config: &DbConfig, size: usize, options: Option<&str>) -> Result<Pool, PoolError> {
     let pg: tokio_postgres::Config = config.url.parse().map_err(PoolError::InvalidUrl)?;
     let target = describe(&pg);
     let mut pg = pg;
     pg.connect_timeout(config.connect_timeout);
+    if let Some(options) = options {
+        pg.options(options);
+    }
     let manager = Manager::from_config(
         pg,
         NoTls,
@@ -67,7 +83,7 @@ pub async fn connect(config: &DbConfig) -> Result<Pool, PoolError> {
         },
     );
     let pool = Pool::builder(manager)
-        .max_size(config.pool_size)
+        .max_size(size)
         .runtime(Runtime::Tokio1)
         .timeouts(Timeouts {
             wait: Some(config.connect_timeout),

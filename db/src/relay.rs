@@ -184,7 +184,8 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// A relay over `pool`'s outbox, woken by `wake` when this process commits events.
+    /// A relay over `pool`'s outbox (ideally [`crate::pool::connect_for_relay`]),
+    /// woken by `wake` when this process commits events.
     pub fn new(pool: Pool, producer: FutureProducer, config: RelayConfig, wake: RelayWake) -> Self {
         Self {
             pool,

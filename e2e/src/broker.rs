@@ -67,6 +67,11 @@ impl Broker {
     }
 
     /// SIGSTOP: the broker freezes with its connections open.
+    /// The broker's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn pause(&self) {
         crate::process::signal(self.child.id().expect("running"), "STOP");
     }

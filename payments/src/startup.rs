@@ -41,7 +41,7 @@ pub async fn build(
     // Whoever commits outbox rows in this process wakes this relay.
     let wake = RelayWake::new();
     let relay = Relay::new(
-        pool.clone(),
+        pool::connect_for_relay(&config.database).await?,
         config.kafka.producer()?,
         config.relay.clone(),
         wake.clone(),

@@ -2,4 +2,5 @@
 //! the real broker.
 
 mod errors;
+mod inbox;
 mod relay;

@@ -88,3 +88,68 @@ async fn each_step_publishes_one_batch_in_outbox_order_and_only_committed_rows()
         .get(0);
     assert_eq!(unpublished, 0);
 }
+
+#[tokio::test]
+async fn a_row_that_keeps_failing_is_parked_and_the_rest_still_publish() {
+    let db = TestDb::create("relay").await;
+    let pool = messaging_db(&db).await;
+    let kafka = kafka_config(1);
+    let topic = kafka.topics.requests.clone();
+    kafka.ensure_topics(&[&topic]).await.expect("topic");
+    let config = RelayConfig {
+        max_attempts: 1,
+        ..RelayConfig::default()
+    };
+    let relay = Relay::new(
+        pool.clone(),
+        kafka.producer().expect("producer"),
+        config,
+        RelayWake::new(),
+    );
+    // Larger than the producer's message.max.bytes: it can never be sent.
+    let mut too_large = event(&topic, "user-b", 2);
+    too_large.payload = vec![0; 2 * 1024 * 1024];
+    let events = [
+        event(&topic, "user-b", 1),
+        too_large,
+        event(&topic, "user-b", 3),
+    ];
+    let client = pool.get().await.expect("conn");
+    outbox::enqueue_all(&client, &events)
+        .await
+        .expect("enqueued");
+
+    assert_eq!(
+        relay.publish_batch().await.expect("step"),
+        2,
+        "the others publish"
+    );
+    assert_eq!(
+        relay.publish_batch().await.expect("step"),
+        0,
+        "the parked row is not retried"
+    );
+    let parked = client
+        .query_one(
+            "SELECT parked_at IS NOT NULL, last_error IS NOT NULL FROM outbox WHERE event_id = $1",
+            &[&events[1].event_id],
+        )
+        .await
+        .expect("row");
+    assert!(
+        parked.get::<_, bool>(0) && parked.get::<_, bool>(1),
+        "parked with its error"
+    );
+    let records = read_topic(&kafka, &topic, 2, Duration::from_secs(30)).await;
+    let ids: Vec<String> = records
+        .iter()
+        .map(|r| headers::get(r, headers::EVENT_ID).expect("event-id"))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            events[0].event_id.to_string(),
+            events[2].event_id.to_string()
+        ]
+    );
+}

@@ -1,0 +1,332 @@
+//! The inbox consumer against the real broker and PostgreSQL, with a
+//! recording handler: batches with a poison message in the middle,
+//! partitions progressing independently, database timeouts retried in
+//! place, and a dying consumer stopping its service.
+
+use prost::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use shop_db::inbox::{Assignment, HandleError, Handler, Inbound, InboxConfig, InboxConsumer};
+use shop_db::kafka::KafkaConfig;
+use shop_db::outbox::{NewEvent, RelayWake};
+use shop_db::{Pool, Transaction, migrate, pool};
+use shop_proto::events::PaymentRequested;
+use shop_testkit::{TestDb, eventually, kafka_config, unique_group};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+/// An amount the handler refuses as permanently invalid.
+const POISON: i64 = 13;
+/// An amount whose event waits for the test's permit before it is applied.
+const BLOCKED: i64 = 666;
+/// An amount whose first two attempts hit a statement timeout.
+const SLOW: i64 = 57014;
+/// An amount that makes the handler panic.
+const PANIC: i64 = 500;
+
+/// Records every event it applies, in order, in `applied`.
+#[derive(Clone)]
+struct Recorder {
+    gate: Arc<Semaphore>,
+    timeouts: Arc<AtomicU32>,
+}
+
+impl Handler for Recorder {
+    type Event = PaymentRequested;
+
+    fn event_id(event: &PaymentRequested) -> Option<Uuid> {
+        Uuid::parse_str(&event.event_id).ok()
+    }
+
+    async fn handle(
+        &self,
+        tx: &Transaction<'_>,
+        events: Vec<Inbound<PaymentRequested>>,
+    ) -> Result<Vec<NewEvent>, HandleError> {
+        for inbound in events {
+            let amount = inbound.event.amount;
+            match amount {
+                POISON => return Err(HandleError::Permanent("poison".to_owned())),
+                PANIC => panic!("the handler met event {amount}"),
+                BLOCKED => {
+                    let _permit = self
+                        .gate
+                        .acquire()
+                        .await
+                        .map_err(|e| HandleError::Transient(e.to_string()))?;
+                }
+                SLOW if self.timeouts.fetch_add(1, Ordering::SeqCst) < 2 => {
+                    tx.batch_execute("SET LOCAL statement_timeout = 1; SELECT pg_sleep(0.2)")
+                        .await?;
+                }
+                _ => {}
+            }
+            tx.execute(
+                "INSERT INTO applied (partition, amount) VALUES ($1, $2)",
+                &[&inbound.delivery.partition, &amount],
+            )
+            .await?;
+        }
+        Ok(Vec::new())
+    }
+}
+
+struct Setup {
+    db: TestDb,
+    pool: Pool,
+    kafka: KafkaConfig,
+    producer: FutureProducer,
+    recorder: Recorder,
+}
+
+async fn setup(partitions: i32) -> Setup {
+    let db = TestDb::create("inbox").await;
+    let pool = pool::connect(db.config()).await.expect("connects");
+    let migrations = migrate::with_messaging(&refinery::Runner::new(&[])).expect("schema");
+    migrate::run(&pool, &migrations).await.expect("migrates");
+    pool.get()
+        .await
+        .expect("conn")
+        .batch_execute(
+            "CREATE TABLE applied (seq bigserial PRIMARY KEY, partition int NOT NULL, amount bigint NOT NULL)",
+        )
+        .await
+        .expect("table");
+    let kafka = kafka_config(partitions);
+    kafka
+        .ensure_topics(&[&kafka.topics.requests])
+        .await
+        .expect("topic");
+    let producer = kafka.producer().expect("producer");
+    Setup {
+        db,
+        pool,
+        kafka,
+        producer,
+        recorder: Recorder {
+            gate: Arc::new(Semaphore::new(0)),
+            timeouts: Arc::default(),
+        },
+    }
+}
+
+impl Setup {
+    /// Produces one event with `amount` to `partition` and waits for its delivery.
+    async fn send(&self, partition: i32, amount: i64) {
+        let event = PaymentRequested {
+            event_id: Uuid::now_v7().to_string(),
+            amount,
+            ..Default::default()
+        };
+        let payload = event.encode_to_vec();
+        let record = FutureRecord::<str, _>::to(&self.kafka.topics.requests)
+            .partition(partition)
+            .key("k")
+            .payload(&payload);
+        self.producer
+            .send(record, Duration::from_secs(5))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+
+    fn consumer(&self) -> InboxConsumer<Recorder> {
+        let config = InboxConfig {
+            group_id: unique_group("inbox"),
+            assignment: Assignment::All,
+            batch_size: 100,
+            max_attempts: 2,
+            retry_min: Duration::from_millis(10),
+            retry_max: Duration::from_millis(50),
+            partition_refresh: Duration::from_secs(1),
+        };
+        InboxConsumer::new(
+            self.pool.clone(),
+            self.kafka.consumer(&config.group_id).expect("consumer"),
+            &self.kafka.topics.requests,
+            self.recorder.clone(),
+            config,
+            RelayWake::new(),
+        )
+    }
+
+    async fn applied(&self, partition: i32) -> Vec<i64> {
+        self.pool
+            .get()
+            .await
+            .expect("conn")
+            .query(
+                "SELECT amount FROM applied WHERE partition = $1 ORDER BY seq",
+                &[&partition],
+            )
+            .await
+            .expect("query")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        self.pool
+            .get()
+            .await
+            .expect("conn")
+            .query_one(sql, &[])
+            .await
+            .expect("query")
+            .get(0)
+    }
+}
+
+#[tokio::test]
+async fn a_poison_message_in_a_batch_is_parked_and_its_neighbours_applied_in_order() {
+    let s = setup(1).await;
+    for amount in [1, 2, POISON, 3, 4] {
+        s.send(0, amount).await;
+    }
+    let shutdown = CancellationToken::new();
+    let consumer = tokio::spawn(s.consumer().run(shutdown.clone()));
+    eventually(
+        "the neighbours of the poison to be applied",
+        WAIT,
+        || async { (s.applied(0).await.len() == 4).then_some(()) },
+    )
+    .await;
+    assert_eq!(s.applied(0).await, [1, 2, 3, 4], "partition order kept");
+    eventually("the poison to be parked", WAIT, || async {
+        (s.count("SELECT count(*) FROM dead_letters").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(s.count("SELECT count(*) FROM inbox").await, 4);
+    shutdown.cancel();
+    consumer.await.expect("task").expect("stops cleanly");
+}
+
+#[tokio::test]
+async fn partitions_progress_independently() {
+    let s = setup(2).await;
+    s.send(0, BLOCKED).await;
+    s.send(0, 1).await;
+    let shutdown = CancellationToken::new();
+    let consumer = tokio::spawn(s.consumer().run(shutdown.clone()));
+    for amount in [10, 11, 12] {
+        s.send(1, amount).await;
+    }
+    eventually("partition 1 while partition 0 is held", WAIT, || async {
+        (s.applied(1).await == [10, 11, 12]).then_some(())
+    })
+    .await;
+    assert!(s.applied(0).await.is_empty(), "partition 0 is still held");
+    s.recorder.gate.add_permits(1);
+    eventually("partition 0 once released", WAIT, || async {
+        (s.applied(0).await == [BLOCKED, 1]).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    consumer.await.expect("task").expect("stops cleanly");
+}
+
+#[tokio::test]
+async fn a_statement_timeout_is_retried_in_place_and_never_parked() {
+    let s = setup(1).await;
+    for amount in [1, SLOW, 2] {
+        s.send(0, amount).await;
+    }
+    let shutdown = CancellationToken::new();
+    let consumer = tokio::spawn(s.consumer().run(shutdown.clone()));
+    eventually("every event applied after the timeouts", WAIT, || async {
+        (s.applied(0).await == [1, SLOW, 2]).then_some(())
+    })
+    .await;
+    assert!(
+        s.recorder.timeouts.load(Ordering::SeqCst) >= 3,
+        "the timeout happened and was retried"
+    );
+    assert_eq!(s.count("SELECT count(*) FROM dead_letters").await, 0);
+    shutdown.cancel();
+    consumer.await.expect("task").expect("stops cleanly");
+}
+
+#[tokio::test]
+async fn a_dying_worker_stops_the_consumer_with_an_error() {
+    let s = setup(1).await;
+    s.send(0, PANIC).await;
+    let outcome = tokio::time::timeout(WAIT, s.consumer().run(CancellationToken::new()))
+        .await
+        .expect("the consumer stops by itself");
+    let error = outcome.expect_err("a dead worker is an error");
+    assert!(error.to_string().contains("died"), "{error}");
+}
+
+#[tokio::test]
+async fn all_mode_refuses_a_topic_that_does_not_exist() {
+    let s = setup(1).await;
+    let config = InboxConfig {
+        group_id: unique_group("missing"),
+        assignment: Assignment::All,
+        batch_size: 10,
+        max_attempts: 1,
+        retry_min: Duration::from_millis(10),
+        retry_max: Duration::from_millis(10),
+        partition_refresh: Duration::from_secs(1),
+    };
+    let mut kafka = s.kafka.clone();
+    kafka
+        .consumer
+        .push(("allow.auto.create.topics".to_owned(), "false".to_owned()));
+    let consumer = InboxConsumer::new(
+        s.pool.clone(),
+        kafka.consumer(&config.group_id).expect("consumer"),
+        &format!("missing-{}", Uuid::new_v4().simple()),
+        s.recorder.clone(),
+        config,
+        RelayWake::new(),
+    );
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(120),
+        consumer.run(CancellationToken::new()),
+    )
+    .await
+    .expect("gives up in time");
+    assert!(outcome.is_err(), "a missing topic is an error");
+}
+
+#[tokio::test]
+async fn a_service_whose_consumer_dies_stops_with_an_error() {
+    let s = setup(1).await;
+    s.send(0, PANIC).await;
+    let shutdown = CancellationToken::new();
+    let (health, grpc) = shop_runtime::grpc::base_router("test.v1.Test").expect("router");
+    health.serving().await;
+    let wake = RelayWake::new();
+    let service = shop_db::service::Service {
+        pool: s.pool.clone(),
+        listener: tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("port"),
+        grpc,
+        health,
+        notifications: shop_db::listen::Listener::spawn(
+            &s.db.config().url,
+            &[shop_db::outbox::CHANNEL],
+            shutdown.clone(),
+        ),
+        relay: shop_db::relay::Relay::new(
+            s.pool.clone(),
+            s.kafka.producer().expect("producer"),
+            shop_db::relay::RelayConfig::default(),
+            wake,
+        ),
+        consumer: s.consumer(),
+    };
+    let outcome = tokio::time::timeout(WAIT, service.run_until_stopped(shutdown.clone()))
+        .await
+        .expect("the service stops by itself");
+    let error = outcome.expect_err("a dead consumer is the service's failure");
+    assert!(format!("{error:#}").contains("inbox consumer"), "{error:#}");
+    shutdown.cancel();
+}
