@@ -28,7 +28,7 @@ tools: ## install the broker (tansu) and grpcurl into ~/.cache/shop-tools
 logs:
 	@tail -n 50 -f .run/logs/*.log
 
-bench: ## end-to-end figures on release builds (ORDERS=n to change the count)
+bench: ## open-loop end-to-end figures on release builds (STEP_SECONDS, SCALE_ROWS)
 	@source scripts/lib.sh && ensure_postgres && ensure_tansu_installed
 	cargo build --workspace --bins --release
 	cargo bench -p shop-e2e --bench pipeline

@@ -252,8 +252,13 @@ impl<H: Handler> InboxConsumer<H> {
         let mut errors = Backoff::new(this.config.retry_min, this.config.retry_max);
         let outcome = loop {
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break Ok(()),
                 Some(ended) = tasks.join_next_with_id() => {
+                    if shutdown.is_cancelled() {
+                        // Workers stop on shutdown too: that is no failure.
+                        break Ok(());
+                    }
                     let (id, reason) = match ended {
                         Ok((id, ())) => (id, "it stopped".to_owned()),
                         Err(e) => (e.id(), e.to_string()),

@@ -66,12 +66,12 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// SIGSTOP: the broker freezes with its connections open.
     /// The broker's process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }
 
+    /// SIGSTOP: the broker freezes with its connections open.
     pub fn pause(&self) {
         crate::process::signal(self.child.id().expect("running"), "STOP");
     }

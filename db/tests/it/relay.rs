@@ -3,6 +3,7 @@
 //! sees an event whose transaction has not committed.
 
 use rdkafka::Message as _;
+use shop_db::kafka::KafkaConfig;
 use shop_db::outbox::{self, NewEvent, RelayWake};
 use shop_db::relay::{Relay, RelayConfig};
 use shop_db::{Pool, headers, migrate, pool};
@@ -29,23 +30,29 @@ fn event(topic: &str, key: &str, amount: i64) -> NewEvent {
     NewEvent::encode(id, topic, key, &message, headers::new_root())
 }
 
-#[tokio::test]
-async fn each_step_publishes_one_batch_in_outbox_order_and_only_committed_rows() {
+/// A database with the messaging schema, a fresh one-partition topic and
+/// a relay over them, stepped by the test only.
+async fn relay_on_fresh_topic(config: RelayConfig) -> (TestDb, Pool, KafkaConfig, Relay) {
     let db = TestDb::create("relay").await;
     let pool = messaging_db(&db).await;
     let kafka = kafka_config(1);
-    let topic = kafka.topics.requests.clone();
-    kafka.ensure_topics(&[&topic]).await.expect("topic");
+    kafka
+        .ensure_topics(&[&kafka.topics.requests])
+        .await
+        .expect("topic");
+    let producer = kafka.producer().expect("producer");
+    let relay = Relay::new(pool.clone(), producer, config, RelayWake::new());
+    (db, pool, kafka, relay)
+}
+
+#[tokio::test]
+async fn each_step_publishes_one_batch_in_outbox_order_and_only_committed_rows() {
     let config = RelayConfig {
         batch_size: 2,
         ..RelayConfig::default()
     };
-    let relay = Relay::new(
-        pool.clone(),
-        kafka.producer().expect("producer"),
-        config,
-        RelayWake::new(),
-    );
+    let (_db, pool, kafka, relay) = relay_on_fresh_topic(config).await;
+    let topic = kafka.topics.requests.clone();
 
     let mut client = pool.get().await.expect("conn");
     let tx = client.transaction().await.expect("tx");
@@ -91,21 +98,12 @@ async fn each_step_publishes_one_batch_in_outbox_order_and_only_committed_rows()
 
 #[tokio::test]
 async fn a_row_that_keeps_failing_is_parked_and_the_rest_still_publish() {
-    let db = TestDb::create("relay").await;
-    let pool = messaging_db(&db).await;
-    let kafka = kafka_config(1);
-    let topic = kafka.topics.requests.clone();
-    kafka.ensure_topics(&[&topic]).await.expect("topic");
     let config = RelayConfig {
         max_attempts: 1,
         ..RelayConfig::default()
     };
-    let relay = Relay::new(
-        pool.clone(),
-        kafka.producer().expect("producer"),
-        config,
-        RelayWake::new(),
-    );
+    let (_db, pool, kafka, relay) = relay_on_fresh_topic(config).await;
+    let topic = kafka.topics.requests.clone();
     // Larger than the producer's message.max.bytes: it can never be sent.
     let mut too_large = event(&topic, "user-b", 2);
     too_large.payload = vec![0; 2 * 1024 * 1024];

@@ -313,10 +313,9 @@ async fn fill_history(orders_db: &shop_db::Pool, payments_db: &shop_db::Pool, ro
             let client = pool.get().await.expect("database");
             client.batch_execute(&sql).await.expect("history inserted");
             // As after months of trading: vacuumed, analysed, checkpointed.
-            client
-                .batch_execute("VACUUM ANALYZE; CHECKPOINT;")
-                .await
-                .expect("vacuumed");
+            for statement in ["VACUUM ANALYZE", "CHECKPOINT"] {
+                client.batch_execute(statement).await.expect("vacuumed");
+            }
         }
     };
     tokio::join!(fill(orders_db, orders), fill(payments_db, payments));
