@@ -103,6 +103,7 @@ pub struct CreateAccount {
 pub struct TopUp {
     /// Amount to credit in minor units: an integer from 1 to 10^12.
     #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
+    #[serde(deserialize_with = "minor_units")]
     pub amount: i64,
 }
 
@@ -116,10 +117,11 @@ pub struct CreateOrder {
     pub user_id: String,
     /// Price in minor units: an integer from 1 to 10^12.
     #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
+    #[serde(deserialize_with = "minor_units")]
     pub amount: i64,
-    /// Free text, at most 1,000 characters.
+    /// Free text, at most 1,000 characters, no control characters.
     #[serde(default)]
-    #[schema(max_length = 1000)]
+    #[schema(max_length = 1000, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub description: String,
 }
 
@@ -129,12 +131,26 @@ pub struct CreateOrder {
 #[into_params(parameter_in = Query)]
 pub struct ListOrders {
     /// Whose orders (UUID).
+    #[param(format = Uuid)]
     pub user_id: String,
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (an order id).
+    #[param(format = Uuid)]
     pub cursor: Option<String>,
+}
+
+/// One Server-Sent Event of `GET /api/v1/orders/{order_id}/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"event": "order", "data": "{\"order_id\":\"01a20313-52c7-766a-a3c1-a455e1fec196\",\"status\":\"FINISHED\"}"}))]
+pub struct OrderEvent {
+    /// `order`: `data` is the order (an `Order` as JSON) after a change;
+    /// `error`: `data` is a `Problem` as JSON, and the stream ends.
+    #[schema(pattern = "^(order|error)$")]
+    pub event: String,
+    /// The order or the problem, as JSON text.
+    pub data: String,
 }
 
 /// Liveness / readiness answer.
@@ -148,6 +164,43 @@ pub struct Health {
     /// Whether the payments service answers its health check (readiness only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payments: Option<bool>,
+}
+
+/// An amount as JSON gives it: an integer, also when written `203.0` or
+/// `2.03e2` (JSON Schema counts those as integers too); anything with a
+/// fraction, or beyond 64 bits, is refused. The range is checked later by
+/// `Amount`.
+fn minor_units<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    struct MinorUnits;
+
+    impl serde::de::Visitor<'_> for MinorUnits {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer number of minor units")
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom("amount is out of range"))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            // ±2^63 is exactly representable; anything in (-2^63, 2^63) fits.
+            let limit = 9_223_372_036_854_775_808.0;
+            if v.fract() == 0.0 && v > -limit && v < limit {
+                #[allow(clippy::cast_possible_truncation)]
+                Ok(v as i64)
+            } else {
+                Err(E::custom("amount must be a whole number of minor units"))
+            }
+        }
+    }
+
+    deserializer.deserialize_any(MinorUnits)
 }
 
 fn rfc3339(ts: Option<&shop_proto::TimestampType>) -> String {

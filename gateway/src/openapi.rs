@@ -6,7 +6,8 @@
 //! checks; `make openapi` regenerates it).
 
 use crate::dto::{
-    Account, CancelReason, CreateAccount, CreateOrder, Health, Order, OrderPage, OrderStatus, TopUp,
+    Account, CancelReason, CreateAccount, CreateOrder, Health, Order, OrderEvent, OrderPage,
+    OrderStatus, TopUp,
 };
 use crate::problem::Problem;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use utoipa::OpenApi;
         description = "Accounts, orders and their asynchronous payment. Amounts are integers in minor units (cents), from 1 to 10^12 per operation. Errors are RFC 9457 problem documents with a stable `code`. Every POST accepts an `Idempotency-Key` header.",
         license(name = "MIT")
     ),
-    components(schemas(Account, Order, OrderPage, OrderStatus, CancelReason, CreateAccount, TopUp, CreateOrder, Problem, Health)),
+    components(schemas(Account, Order, OrderEvent, OrderPage, OrderStatus, CancelReason, CreateAccount, TopUp, CreateOrder, Problem, Health)),
     tags(
         (name = "accounts", description = "Accounts and balances (payments service)"),
         (name = "orders", description = "Orders and their live status (orders service)"),

@@ -61,16 +61,38 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code.as_str(), detail)
     }
 
-    /// The HTTP form of a failed gRPC call.
+    /// The HTTP form of a failed read (safe to repeat).
     pub fn from_grpc(status: &tonic::Status) -> Self {
-        let (http, code) = map_grpc(status.code(), ErrorCode::of(status));
+        Self::upstream(status, Call::Read)
+    }
+
+    /// The HTTP form of a failed write: when the service may have applied it
+    /// (deadline passed, connection lost after sending) the client is told
+    /// the outcome is unknown and to retry with the same Idempotency-Key.
+    pub fn from_write(status: tonic::Status) -> Self {
+        Self::upstream(&status, Call::Write)
+    }
+
+    /// The HTTP form of a request whose own deadline passed.
+    pub fn deadline_passed(call: Call) -> Self {
+        Self::upstream(&tonic::Status::deadline_exceeded("request timed out"), call)
+    }
+
+    fn upstream(status: &tonic::Status, call: Call) -> Self {
+        let (http, code) = map_grpc(status.code(), ErrorCode::of(status), call);
         let detail = if http.is_server_error() {
-            tracing::warn!(grpc_code = ?status.code(), message = status.message(), "upstream call failed");
-            match http {
-                StatusCode::SERVICE_UNAVAILABLE => "service unavailable, retry later".to_owned(),
-                StatusCode::GATEWAY_TIMEOUT => "the service did not answer in time".to_owned(),
-                _ => "internal error".to_owned(),
+            tracing::warn!(grpc_code = ?status.code(), message = status.message(), ?call, "upstream call failed");
+            match code {
+                codes::OUTCOME_UNKNOWN => "the service did not confirm the request in time: it may or may not have been applied; retry with the same Idempotency-Key to get its outcome",
+                codes::UPSTREAM_TIMEOUT => "the service did not answer in time, retry later",
+                codes::UPSTREAM_FAILED => "the service failed while answering, retry later",
+                _ if http == StatusCode::SERVICE_UNAVAILABLE => match call {
+                    Call::Read => "service unavailable, retry later",
+                    Call::Write => "service unavailable, retry later with the same Idempotency-Key",
+                },
+                _ => "internal error",
             }
+            .to_owned()
         } else {
             status.message().to_owned()
         };
@@ -95,9 +117,42 @@ impl From<tonic::Status> for ApiError {
     }
 }
 
-/// The one mapping: gRPC code (plus the service's error code) → HTTP status and code.
-pub fn map_grpc(code: Code, error_code: Option<ErrorCode>) -> (StatusCode, &'static str) {
+/// What a failed upstream call was doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// Changes nothing: safe to repeat.
+    Read,
+    /// Creates or changes something: its outcome may be unknown.
+    Write,
+}
+
+/// The gateway's own machine codes for upstream trouble.
+pub mod codes {
+    /// 504 for a write: it may have been applied; retry with the same key.
+    pub const OUTCOME_UNKNOWN: &str = "OUTCOME_UNKNOWN";
+    /// 504 for a read: no answer in time.
+    pub const UPSTREAM_TIMEOUT: &str = "UPSTREAM_TIMEOUT";
+    /// 502: the service broke off or answered with something unusable.
+    pub const UPSTREAM_FAILED: &str = "UPSTREAM_FAILED";
+}
+
+/// The one mapping: gRPC code (plus the service's error code, plus whether
+/// the call was a write) → HTTP status and code. 500 `INTERNAL` is left for
+/// a service that reports its own bug.
+pub fn map_grpc(
+    code: Code,
+    error_code: Option<ErrorCode>,
+    call: Call,
+) -> (StatusCode, &'static str) {
     let or = |default: ErrorCode| error_code.unwrap_or(default).as_str();
+    let lost = match call {
+        Call::Read => (StatusCode::BAD_GATEWAY, codes::UPSTREAM_FAILED),
+        Call::Write => (StatusCode::GATEWAY_TIMEOUT, codes::OUTCOME_UNKNOWN),
+    };
+    let late = match call {
+        Call::Read => (StatusCode::GATEWAY_TIMEOUT, codes::UPSTREAM_TIMEOUT),
+        Call::Write => (StatusCode::GATEWAY_TIMEOUT, codes::OUTCOME_UNKNOWN),
+    };
     match code {
         Code::InvalidArgument => match error_code {
             Some(ErrorCode::InvalidAmount) => (
@@ -118,25 +173,38 @@ pub fn map_grpc(code: Code, error_code: Option<ErrorCode>) -> (StatusCode, &'sta
             StatusCode::UNPROCESSABLE_ENTITY,
             or(ErrorCode::ValidationFailed),
         ),
-        Code::Unavailable | Code::Cancelled | Code::ResourceExhausted => (
+        // Refused before doing anything (no connection, database down, overloaded).
+        Code::Unavailable | Code::ResourceExhausted | Code::Aborted => (
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable.as_str(),
         ),
-        Code::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "UPSTREAM_TIMEOUT"),
-        _ => (
+        // The deadline passed (tonic reports its own deadline as CANCELLED).
+        Code::Cancelled | Code::DeadlineExceeded => late,
+        // The service reports its own bug.
+        Code::Internal if error_code == Some(ErrorCode::Internal) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Internal.as_str(),
         ),
+        // The connection broke off mid-call ("transport error"), or the
+        // answer is not one our services give.
+        _ => lost,
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.problem())).into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if matches!(
+            self.status,
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+        ) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }
@@ -147,69 +215,103 @@ mod tests {
 
     #[test]
     fn grpc_statuses_map_to_http_as_a_table() {
+        use Call::{Read, Write};
         let table = [
             (
                 Code::InvalidArgument,
                 Some(ErrorCode::InvalidAmount),
+                Write,
                 422,
                 "INVALID_AMOUNT",
             ),
             (
                 Code::InvalidArgument,
                 Some(ErrorCode::ValidationFailed),
+                Read,
                 400,
                 "VALIDATION_FAILED",
             ),
-            (Code::InvalidArgument, None, 400, "VALIDATION_FAILED"),
+            (Code::InvalidArgument, None, Read, 400, "VALIDATION_FAILED"),
             (
                 Code::NotFound,
                 Some(ErrorCode::AccountNotFound),
+                Read,
                 404,
                 "ACCOUNT_NOT_FOUND",
             ),
             (
                 Code::NotFound,
                 Some(ErrorCode::OrderNotFound),
+                Read,
                 404,
                 "ORDER_NOT_FOUND",
             ),
-            (Code::NotFound, None, 404, "NOT_FOUND"),
+            (Code::NotFound, None, Read, 404, "NOT_FOUND"),
             (
                 Code::AlreadyExists,
                 Some(ErrorCode::AccountExists),
+                Write,
                 409,
                 "ACCOUNT_EXISTS",
             ),
             (
                 Code::FailedPrecondition,
                 Some(ErrorCode::IdempotencyKeyReused),
+                Write,
                 422,
                 "IDEMPOTENCY_KEY_REUSED",
             ),
             (
                 Code::FailedPrecondition,
                 Some(ErrorCode::BalanceOverflow),
+                Write,
                 422,
                 "BALANCE_OVERFLOW",
             ),
-            (Code::Unavailable, None, 503, "UNAVAILABLE"),
-            (Code::DeadlineExceeded, None, 504, "UPSTREAM_TIMEOUT"),
-            (Code::Internal, Some(ErrorCode::Internal), 500, "INTERNAL"),
-            (Code::Unknown, None, 500, "INTERNAL"),
-            (Code::DataLoss, None, 500, "INTERNAL"),
+            (Code::Unavailable, None, Read, 503, "UNAVAILABLE"),
+            (
+                Code::Unavailable,
+                Some(ErrorCode::Unavailable),
+                Write,
+                503,
+                "UNAVAILABLE",
+            ),
+            (Code::DeadlineExceeded, None, Read, 504, "UPSTREAM_TIMEOUT"),
+            (Code::Cancelled, None, Read, 504, "UPSTREAM_TIMEOUT"),
+            (Code::DeadlineExceeded, None, Write, 504, "OUTCOME_UNKNOWN"),
+            (Code::Cancelled, None, Write, 504, "OUTCOME_UNKNOWN"),
+            (Code::Unknown, None, Write, 504, "OUTCOME_UNKNOWN"),
+            (Code::Unknown, None, Read, 502, "UPSTREAM_FAILED"),
+            (Code::Internal, None, Read, 502, "UPSTREAM_FAILED"),
+            (
+                Code::Internal,
+                Some(ErrorCode::Internal),
+                Read,
+                500,
+                "INTERNAL",
+            ),
+            (Code::DataLoss, None, Read, 502, "UPSTREAM_FAILED"),
         ];
-        for (grpc, error_code, http, code) in table {
+        for (grpc, error_code, call, http, code) in table {
             assert_eq!(
-                map_grpc(grpc, error_code),
+                map_grpc(grpc, error_code, call),
                 (StatusCode::from_u16(http).expect("status"), code),
-                "{grpc:?}"
+                "{grpc:?} {call:?}"
             );
         }
     }
 
     #[test]
+    fn an_unknown_outcome_tells_the_client_to_retry_with_the_same_key() {
+        let e = ApiError::from_write(tonic::Status::unknown("transport error"));
+        assert_eq!(e.status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(e.detail.contains("same Idempotency-Key"), "{}", e.detail);
+    }
+
+    #[test]
     fn server_errors_never_carry_upstream_text() {
-        let e = ApiError::from_grpc(&tonic::Status::internal(
+        let e = ApiError::from_grpc(&ErrorCode::Internal.status(
+            Code::Internal,
             "connection to 10.0.0.7 refused: password=hunter2",
         ));
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);

@@ -5,19 +5,20 @@
 
 use crate::GatewayConfig;
 use crate::openapi::{self, Document};
+use crate::problem::{ApiError, Call};
 use crate::routes::{self, AppState, ops, ui};
 use crate::upstream::Upstreams;
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Extension};
-use axum::http::{HeaderName, StatusCode};
+use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::http::HeaderName;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -48,7 +49,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     app.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, request_timeout))
+        .layer(axum::middleware::from_fn_with_state(request_timeout, deadline))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let id = req
@@ -60,6 +61,25 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             tracing::info_span!("http", method = %req.method(), uri = %req.uri(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// The request's deadline (`GATEWAY_REQUEST_TIMEOUT_MS`): a request still
+/// unanswered when it passes gets a problem document; for a write the
+/// outcome is unknown, so the client is told to retry with the same key.
+async fn deadline(
+    State(limit): State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let call = if request.method().is_safe() {
+        Call::Read
+    } else {
+        Call::Write
+    };
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::deadline_passed(call).into_response(),
+    }
 }
 
 /// A bound, not yet serving, gateway.

@@ -1,5 +1,6 @@
 //! gRPC clients of the services over lazily connected channels (the gateway
-//! starts and stays up while a service is down), each call with a deadline.
+//! starts and stays up while a service is down). Each call carries its
+//! deadline to the service ([`Upstreams::request`]).
 
 use crate::GatewayConfig;
 use shop_proto::orders::orders_client::OrdersClient;
@@ -14,6 +15,7 @@ pub struct Upstreams {
     pub payments: PaymentsClient<Channel>,
     orders_channel: Channel,
     payments_channel: Channel,
+    timeout: Duration,
 }
 
 fn channel(url: &str, timeout: Duration) -> anyhow::Result<Channel> {
@@ -34,7 +36,16 @@ impl Upstreams {
             payments: PaymentsClient::new(payments_channel.clone()),
             orders_channel,
             payments_channel,
+            timeout: config.upstream_timeout,
         })
+    }
+
+    /// `message` as a request whose deadline travels to the service
+    /// (`grpc-timeout`), which stops working on it once it has passed.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        request
     }
 
     /// A streaming client without the per-call deadline (for WatchOrder).

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 /// Largest amount of one operation, in minor units (10^12).
 pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
-/// Longest idempotency key, in characters.
+/// Longest idempotency key, in characters (printable ASCII, so also bytes).
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 /// Longest order description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 1_000;
@@ -22,10 +22,12 @@ pub enum ValueError {
     NotAUuid { field: &'static str, value: String },
     #[error("amount must be between 1 and {MAX_AMOUNT} minor units, got {0}")]
     AmountOutOfRange(i64),
-    #[error("idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")]
+    #[error("idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters")]
     BadIdempotencyKey,
     #[error("description must be at most {MAX_DESCRIPTION_CHARS} characters, got {0}")]
     DescriptionTooLong(usize),
+    #[error("{0} must not contain control characters")]
+    ControlCharacter(&'static str),
 }
 
 macro_rules! uuid_id {
@@ -118,7 +120,11 @@ impl fmt::Display for Amount {
     }
 }
 
-/// A client-chosen key that makes a write safe to retry.
+/// A client-chosen key that makes a write safe to retry: 1 to
+/// `MAX_IDEMPOTENCY_KEY_CHARS` printable ASCII characters (space to `~`),
+/// compared byte for byte. ASCII only, so a key means the same in an HTTP
+/// header and over gRPC, and two keys never differ by Unicode
+/// normalisation alone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(String);
 
@@ -128,7 +134,8 @@ impl IdempotencyKey {
         if raw.is_empty() {
             return Ok(None);
         }
-        if raw.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
+        if raw.len() > MAX_IDEMPOTENCY_KEY_CHARS || !raw.bytes().all(|b| (0x20..=0x7e).contains(&b))
+        {
             return Err(ValueError::BadIdempotencyKey);
         }
         Ok(Some(Self(raw.to_owned())))
@@ -140,16 +147,20 @@ impl IdempotencyKey {
     }
 }
 
-/// An order's free-text description, at most `MAX_DESCRIPTION_CHARS` characters.
+/// An order's free-text description: at most `MAX_DESCRIPTION_CHARS`
+/// characters (not bytes), no control characters (NUL, line breaks, …).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Description(String);
 
 impl Description {
-    /// Checks the length in characters (not bytes).
+    /// Checks the length in characters (not bytes) and refuses control characters.
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
         let chars = raw.chars().count();
         if chars > MAX_DESCRIPTION_CHARS {
             return Err(ValueError::DescriptionTooLong(chars));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(ValueError::ControlCharacter("description"));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -204,6 +215,33 @@ mod tests {
             IdempotencyKey::parse_optional(&"k".repeat(256)),
             Err(ValueError::BadIdempotencyKey)
         );
+    }
+
+    #[test]
+    fn control_characters_and_non_ascii_keys_are_refused() {
+        for bad in [
+            "a\u{0}b",
+            "line\nbreak",
+            "tab\there",
+            "bell\u{7}",
+            "c1\u{85}",
+        ] {
+            assert_eq!(
+                Description::parse(bad),
+                Err(ValueError::ControlCharacter("description")),
+                "{bad:?}"
+            );
+            assert_eq!(
+                IdempotencyKey::parse_optional(bad),
+                Err(ValueError::BadIdempotencyKey)
+            );
+        }
+        assert!(Description::parse("café – 2 × ☕").is_ok());
+        assert_eq!(
+            IdempotencyKey::parse_optional("café"),
+            Err(ValueError::BadIdempotencyKey)
+        );
+        assert!(IdempotencyKey::parse_optional("order 42/retry-1 ~ok").is_ok());
     }
 
     #[test]

@@ -19,16 +19,23 @@ fn account(a: Option<pb::Account>) -> Result<Account, ApiError> {
 #[utoipa::path(
     post, path = "/api/v1/accounts", tag = "accounts",
     request_body = CreateAccount,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry: the same key returns the account instead of 409 (at most 255 characters)")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[ -~]+$", description = "Makes the request safe to retry: the same key returns the account instead of 409 (at most 255 characters)")),
     responses(
         (status = 201, description = "Account opened", body = Account,
-            headers(("Location" = String, description = "URL of the account"))),
+            headers(("Location" = String, description = "URL of the account")),
+            links(
+                ("GetAccount" = (operation_id = "get_account", parameters(("user_id" = "$response.body#/user_id")))),
+                ("TopUp" = (operation_id = "top_up", parameters(("user_id" = "$response.body#/user_id")))),
+                ("ListOrders" = (operation_id = "list_orders", parameters(("user_id" = "$response.body#/user_id")))),
+            )),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The user already has an account (`ACCOUNT_EXISTS`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field, e.g. `user_id` not a UUID (`VALIDATION_FAILED`)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The payments service is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The payments service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The payments service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "No answer in time: `UPSTREAM_TIMEOUT` for a read; `OUTCOME_UNKNOWN` for a write, which may have been applied — retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_account(
@@ -41,11 +48,12 @@ pub async fn create_account(
         .upstreams
         .payments
         .clone()
-        .create_account(pb::CreateAccountRequest {
+        .create_account(state.upstreams.request(pb::CreateAccountRequest {
             user_id: user.to_string(),
             idempotency_key: key.as_field(),
-        })
-        .await?;
+        }))
+        .await
+        .map_err(ApiError::from_write)?;
     let account = account(response.into_inner().account)?;
     let location = format!("/api/v1/accounts/{user}");
     Ok((
@@ -63,7 +71,9 @@ pub async fn create_account(
         (status = 200, description = "The account", body = Account),
         (status = 400, description = "`user_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No account (`ACCOUNT_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The payments service is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The payments service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The payments service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "No answer in time: `UPSTREAM_TIMEOUT` for a read; `OUTCOME_UNKNOWN` for a write, which may have been applied — retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_account(
@@ -75,9 +85,9 @@ pub async fn get_account(
         .upstreams
         .payments
         .clone()
-        .get_account(pb::GetAccountRequest {
+        .get_account(state.upstreams.request(pb::GetAccountRequest {
             user_id: user.to_string(),
-        })
+        }))
         .await?;
     Ok(Json(account(response.into_inner().account)?))
 }
@@ -88,16 +98,19 @@ pub async fn get_account(
     request_body = TopUp,
     params(
         ("user_id" = String, Path, format = Uuid, description = "The user's id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "The same key with the same amount returns the original result and credits once; with another amount it is 422 `IDEMPOTENCY_KEY_REUSED`"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[ -~]+$", description = "The same key with the same amount returns the original result and credits once; with another amount it is 422 `IDEMPOTENCY_KEY_REUSED`"),
     ),
     responses(
-        (status = 200, description = "The account with its new balance", body = Account),
+        (status = 200, description = "The account with its new balance", body = Account,
+            links(("GetAccount" = (operation_id = "get_account", parameters(("user_id" = "$response.body#/user_id")))))),
         (status = 400, description = "Malformed JSON, `user_id` or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No account (`ACCOUNT_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`INVALID_AMOUNT`, `BALANCE_OVERFLOW`, `IDEMPOTENCY_KEY_REUSED` or another invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The payments service is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The payments service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The payments service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "No answer in time: `UPSTREAM_TIMEOUT` for a read; `OUTCOME_UNKNOWN` for a write, which may have been applied — retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn top_up(
@@ -112,11 +125,12 @@ pub async fn top_up(
         .upstreams
         .payments
         .clone()
-        .top_up(pb::TopUpRequest {
+        .top_up(state.upstreams.request(pb::TopUpRequest {
             user_id: user.to_string(),
             amount: amount.get(),
             idempotency_key: key.as_field(),
-        })
-        .await?;
+        }))
+        .await
+        .map_err(ApiError::from_write)?;
     Ok(Json(account(response.into_inner().account)?))
 }

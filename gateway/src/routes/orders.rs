@@ -1,7 +1,7 @@
 //! `/api/v1/orders`: create, list, read and watch orders (orders service).
 
 use super::AppState;
-use crate::dto::{CreateOrder, ListOrders, Order, OrderPage};
+use crate::dto::{CreateOrder, ListOrders, Order, OrderEvent, OrderPage};
 use crate::extract::{ApiJson, ApiQuery, IdempotencyKeyHeader, invalid_body, invalid_param};
 use crate::problem::{ApiError, Problem};
 use axum::Json;
@@ -23,15 +23,22 @@ fn order(o: Option<pb::Order>) -> Result<Order, ApiError> {
 #[utoipa::path(
     post, path = "/api/v1/orders", tag = "orders",
     request_body = CreateOrder,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Scoped per user: the same key with the same body returns the same order; with another body it is 422 `IDEMPOTENCY_KEY_REUSED`")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[ -~]+$", description = "Scoped per user: the same key with the same body returns the same order; with another body it is 422 `IDEMPOTENCY_KEY_REUSED`")),
     responses(
         (status = 202, description = "Order accepted in status NEW; watch it at `/api/v1/orders/{order_id}/events`", body = Order,
-            headers(("Location" = String, description = "URL of the order"))),
+            headers(("Location" = String, description = "URL of the order")),
+            links(
+                ("GetOrder" = (operation_id = "get_order", parameters(("order_id" = "$response.body#/order_id")))),
+                ("OrderEvents" = (operation_id = "order_events", parameters(("order_id" = "$response.body#/order_id")))),
+                ("ListOrders" = (operation_id = "list_orders", parameters(("user_id" = "$response.body#/user_id")))),
+            )),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`INVALID_AMOUNT`, `IDEMPOTENCY_KEY_REUSED` or another invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The orders service is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "No answer in time: `UPSTREAM_TIMEOUT` for a read; `OUTCOME_UNKNOWN` for a write, which may have been applied — retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_order(
@@ -46,13 +53,14 @@ pub async fn create_order(
         .upstreams
         .orders
         .clone()
-        .create_order(pb::CreateOrderRequest {
+        .create_order(state.upstreams.request(pb::CreateOrderRequest {
             user_id: user.to_string(),
             amount: amount.get(),
             description: description.as_str().to_owned(),
             idempotency_key: key.as_field(),
-        })
-        .await?;
+        }))
+        .await
+        .map_err(ApiError::from_write)?;
     let order = order(response.into_inner().order)?;
     let location = format!("/api/v1/orders/{}", order.order_id);
     Ok((
@@ -69,7 +77,9 @@ pub async fn create_order(
     responses(
         (status = 200, description = "One page", body = OrderPage),
         (status = 400, description = "Bad `user_id`, `limit` or `cursor`, or an unknown parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The orders service is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "No answer in time: `UPSTREAM_TIMEOUT` for a read; `OUTCOME_UNKNOWN` for a write, which may have been applied — retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_orders(
@@ -87,11 +97,11 @@ pub async fn list_orders(
         .upstreams
         .orders
         .clone()
-        .list_orders(pb::ListOrdersRequest {
+        .list_orders(state.upstreams.request(pb::ListOrdersRequest {
             user_id: user.to_string(),
             limit,
             cursor: query.cursor.unwrap_or_default(),
-        })
+        }))
         .await?
         .into_inner();
     Ok(Json(OrderPage {
@@ -108,7 +118,9 @@ pub async fn list_orders(
         (status = 200, description = "The order", body = Order),
         (status = 400, description = "`order_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order (`ORDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The orders service is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "No answer in time: `UPSTREAM_TIMEOUT` for a read; `OUTCOME_UNKNOWN` for a write, which may have been applied — retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_order(
@@ -120,9 +132,9 @@ pub async fn get_order(
         .upstreams
         .orders
         .clone()
-        .get_order(pb::GetOrderRequest {
+        .get_order(state.upstreams.request(pb::GetOrderRequest {
             order_id: id.to_string(),
-        })
+        }))
         .await?;
     Ok(Json(order(response.into_inner().order)?))
 }
@@ -134,11 +146,13 @@ pub async fn get_order(
     get, path = "/api/v1/orders/{order_id}/events", tag = "orders",
     params(("order_id" = String, Path, format = Uuid, description = "The order's id")),
     responses(
-        (status = 200, description = "`text/event-stream` of `event: order` messages whose data is an Order (JSON); keep-alive comments in between", content_type = "text/event-stream", body = String,
+        (status = 200, description = "`text/event-stream` of `event: order` messages whose data is an Order (JSON), or a final `event: error` whose data is a Problem; keep-alive comments in between", content_type = "text/event-stream", body = OrderEvent,
             example = "event: order\ndata: {\"order_id\":\"01a20313-52c7-766a-a3c1-a455e1fec196\",\"status\":\"NEW\",...}\n\nevent: order\ndata: {\"order_id\":\"01a20313-52c7-766a-a3c1-a455e1fec196\",\"status\":\"FINISHED\",...}\n\n"),
         (status = 400, description = "`order_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order (`ORDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The orders service is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "No answer in time: `UPSTREAM_TIMEOUT` for a read; `OUTCOME_UNKNOWN` for a write, which may have been applied — retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn order_events(

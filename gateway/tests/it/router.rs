@@ -130,7 +130,7 @@ async fn every_bad_amount_is_refused() {
     }
     for amount in [
         "1.5",
-        "1e3",
+        "1e-3",
         "\"100\"",
         "99999999999999999999",
         "null",
@@ -144,6 +144,16 @@ async fn every_bad_amount_is_refused() {
         .await;
     }
     expect_problem(post_json(&uri, "{}"), 422, "VALIDATION_FAILED").await;
+    // Whole numbers written with a decimal point or an exponent are integers
+    // (as JSON Schema says): they pass validation and reach the service.
+    for amount in ["203.0", "1e3", "2.5e1"] {
+        expect_problem(
+            post_json(&uri, &format!("{{\"amount\":{amount}}}")),
+            503,
+            "UNAVAILABLE",
+        )
+        .await;
+    }
     let orders = |amount: &str| {
         format!("{{\"user_id\":\"{USER}\",\"amount\":{amount},\"description\":\"x\"}}")
     };
@@ -159,6 +169,38 @@ async fn every_bad_amount_is_refused() {
         "VALIDATION_FAILED",
     )
     .await;
+}
+
+#[tokio::test]
+async fn control_characters_and_lone_surrogates_are_refused() {
+    for description in ["a\\u0000b", "two\\nlines", "bell\\u0007"] {
+        expect_problem(
+            post_json(
+                "/api/v1/orders",
+                &format!(
+                    "{{\"user_id\":\"{USER}\",\"amount\":1,\"description\":\"{description}\"}}"
+                ),
+            ),
+            422,
+            "VALIDATION_FAILED",
+        )
+        .await;
+    }
+    expect_problem(
+        post_json(
+            "/api/v1/orders",
+            &format!("{{\"user_id\":\"{USER}\",\"amount\":1,\"description\":\"\\ud800\"}}"),
+        ),
+        400,
+        "MALFORMED_JSON",
+    )
+    .await;
+    let mut tabbed = post_json(&format!("/api/v1/accounts/{USER}/top-up"), "{\"amount\":1}");
+    tabbed.headers_mut().insert(
+        "idempotency-key",
+        axum::http::HeaderValue::from_static("a\tb"),
+    );
+    expect_problem(tabbed, 400, "VALIDATION_FAILED").await;
 }
 
 #[tokio::test]
