@@ -13,6 +13,9 @@ pub async fn park(
 ) -> Result<(), DbError> {
     let client = pool.get().await?;
     let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
+    // TEXT columns cannot hold NUL: a poison message may carry one anywhere.
+    let event_type = headers::get(message, headers::EVENT_TYPE).map(|t| t.replace('\0', ""));
+    let error = error.replace('\0', "");
     client
         .execute(
             "INSERT INTO dead_letters (topic, partition, \"offset\", key, payload, event_type, error, attempts)
@@ -24,7 +27,7 @@ pub async fn park(
                 &message.offset(),
                 &message.key(),
                 &message.payload(),
-                &headers::get(message, headers::EVENT_TYPE),
+                &event_type,
                 &error,
                 &attempts,
             ],

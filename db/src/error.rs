@@ -17,7 +17,10 @@ impl DbError {
     /// True when retrying later may succeed: no connection, a lost or
     /// timed-out connection, a serialization failure or deadlock, or the
     /// server shutting down. A bad statement or a value that does not convert
-    /// is not transient: retrying it would fail the same way.
+    /// is not transient: retrying it would fail the same way. The gRPC edge
+    /// uses this to choose UNAVAILABLE or INTERNAL; the inbox does not: it
+    /// retries every database error in place (see `inbox.rs`), because a
+    /// database problem is never the message's fault.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Pool(_) => true,

@@ -209,6 +209,68 @@ impl<H> std::fmt::Debug for InboxConsumer<H> {
     }
 }
 
+/// Messages of partitions whose worker is full, in order, while those
+/// partitions are paused: a slow or stuck partition never blocks the reader,
+/// so the others keep flowing and the buffer stays bounded by what was
+/// already fetched.
+#[derive(Default)]
+struct Backlog(HashMap<i32, std::collections::VecDeque<OwnedMessage>>);
+
+impl Backlog {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Gives `message` to its worker, or queues it behind the partition's
+    /// backlog (pausing the partition when the backlog starts).
+    fn hand_over<H: Handler>(
+        &mut self,
+        consumer: &InboxConsumer<H>,
+        worker: &mpsc::Sender<OwnedMessage>,
+        message: OwnedMessage,
+    ) {
+        let partition = message.partition();
+        if let Some(queue) = self.0.get_mut(&partition) {
+            queue.push_back(message);
+            return;
+        }
+        match worker.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                consumer.pause(partition, true);
+                self.0.entry(partition).or_default().push_back(message);
+            }
+            // The worker is gone; the reader reports it.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Moves what the workers have room for; resumes emptied partitions.
+    fn drain<H: Handler>(
+        &mut self,
+        consumer: &InboxConsumer<H>,
+        workers: &HashMap<i32, mpsc::Sender<OwnedMessage>>,
+    ) {
+        self.0.retain(|partition, queue| {
+            let Some(worker) = workers.get(partition) else {
+                return false;
+            };
+            while let Some(message) = queue.pop_front() {
+                match worker.try_send(message) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(message)) => {
+                        queue.push_front(message);
+                        return true;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            consumer.pause(*partition, false);
+            false
+        });
+    }
+}
+
 /// What one transaction did.
 struct Applied {
     new: usize,
@@ -242,13 +304,19 @@ impl<H: Handler> InboxConsumer<H> {
     /// partitions cannot be taken or a worker dies.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), InboxError> {
         let this = Arc::new(self);
-        let mut known = this.take_partitions(&shutdown).await?;
+        let Some(mut known) = this.take_partitions(&shutdown).await? else {
+            return Ok(()); // stopped before it started
+        };
         tracing::info!(topic = %this.topic, group = %this.config.group_id, "inbox consumer started");
+        // Workers stop with the consumer, also when it stops on an error.
+        let stop_workers = shutdown.child_token();
         let mut workers: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
+        let mut backlog = Backlog::default();
         let mut tasks = JoinSet::new();
         let mut partitions = HashMap::new();
         let mut refresh = tokio::time::interval(this.config.partition_refresh);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain = tokio::time::interval(Duration::from_millis(20));
         let mut errors = Backoff::new(this.config.retry_min, this.config.retry_max);
         let outcome = loop {
             tokio::select! {
@@ -266,6 +334,7 @@ impl<H: Handler> InboxConsumer<H> {
                     let partition = partitions.get(&id).copied().unwrap_or(-1);
                     break Err(InboxError::WorkerDied { topic: this.topic.clone(), partition, reason });
                 }
+                _ = drain.tick(), if !backlog.is_empty() => backlog.drain(&this, &workers),
                 _ = refresh.tick(), if this.config.assignment == Assignment::All => {
                     if let Err(e) = this.assign_new_partitions(&mut known).await {
                         tracing::warn!(error = %e, topic = %this.topic, "cannot look for new partitions");
@@ -286,17 +355,15 @@ impl<H: Handler> InboxConsumer<H> {
                     let partition = message.partition();
                     let worker = workers.entry(partition).or_insert_with(|| {
                         let (sender, receiver) = mpsc::channel(this.config.batch_size * 2);
-                        let handle = tasks.spawn(Arc::clone(&this).work(partition, receiver, shutdown.clone()));
-                        partitions.insert(handle.id(), partition);
+                        let work = Arc::clone(&this).work(partition, receiver, stop_workers.clone());
+                        partitions.insert(tasks.spawn(work).id(), partition);
                         sender
                     });
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break Ok(()),
-                        _ = worker.send(message) => {}
-                    }
+                    backlog.hand_over(&this, worker, message);
                 }
             }
         };
+        stop_workers.cancel();
         drop(workers);
         while let Some(ended) = tasks.join_next().await {
             if let Err(e) = ended {
@@ -316,12 +383,31 @@ impl<H: Handler> InboxConsumer<H> {
         outcome
     }
 
+    /// Stops (or resumes) fetching `partition` of the topic.
+    fn pause(&self, partition: i32, pause: bool) {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topic, partition);
+        let done = if pause {
+            self.consumer.pause(&list)
+        } else {
+            self.consumer.resume(&list)
+        };
+        match done {
+            Ok(()) if pause => tracing::info!(partition, "partition paused: its worker is behind"),
+            Ok(()) => tracing::info!(partition, "partition resumed"),
+            Err(e) => {
+                tracing::warn!(error = %e, partition, pause, "cannot pause or resume a partition")
+            }
+        }
+    }
+
     /// Subscribes (`group`) or assigns every partition (`all`), retrying a
-    /// few times; returns the partitions taken in `all` mode.
+    /// few times; returns the partitions taken in `all` mode, or `None` when
+    /// shutdown came first.
     async fn take_partitions(
         &self,
         shutdown: &CancellationToken,
-    ) -> Result<HashSet<i32>, InboxError> {
+    ) -> Result<Option<HashSet<i32>>, InboxError> {
         let failed = |reason: String| InboxError::Partitions {
             topic: self.topic.clone(),
             reason,
@@ -330,7 +416,7 @@ impl<H: Handler> InboxConsumer<H> {
             self.consumer
                 .subscribe(&[&self.topic])
                 .map_err(|e| failed(e.to_string()))?;
-            return Ok(HashSet::new());
+            return Ok(Some(HashSet::new()));
         }
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
         let mut attempt = 0;
@@ -338,11 +424,15 @@ impl<H: Handler> InboxConsumer<H> {
             attempt += 1;
             let mut known = HashSet::new();
             match self.assign_new_partitions(&mut known).await {
-                Ok(()) => return Ok(known),
-                Err(e) if attempt >= 10 || shutdown.is_cancelled() => return Err(failed(e)),
+                Ok(()) => return Ok(Some(known)),
+                Err(_) if shutdown.is_cancelled() => return Ok(None),
+                Err(e) if attempt >= 10 => return Err(failed(e)),
                 Err(e) => {
                     tracing::warn!(error = %e, attempt, topic = %self.topic, "cannot take partitions yet, retrying");
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(None),
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
                 }
             }
         }

@@ -73,7 +73,12 @@ async fn build(config: &DbConfig, size: usize, options: Option<&str>) -> Result<
     let mut pg = pg;
     pg.connect_timeout(config.connect_timeout);
     if let Some(options) = options {
-        pg.options(options);
+        // Keep whatever options the URL already sets (e.g. a search_path).
+        let combined = match pg.get_options() {
+            Some(existing) if !existing.is_empty() => format!("{existing} {options}"),
+            _ => options.to_owned(),
+        };
+        pg.options(&combined);
     }
     let manager = Manager::from_config(
         pg,

@@ -7,10 +7,11 @@
 //! 2. **publish** them all with the idempotent producer and await every
 //!    delivery report;
 //! 3. **mark** the delivered rows published (`published_at`, wall clock);
-//!    a row that failed while its neighbours were delivered backs off on its
-//!    own and is parked after `RELAY_MAX_ATTEMPTS`, so one bad row never
-//!    throttles the rest. When a whole batch fails (broker down) the rows are
-//!    released and the relay backs off.
+//!    a row the broker refuses for what it is (too large, invalid) backs off
+//!    on its own and is parked after `RELAY_MAX_ATTEMPTS`, so one bad row
+//!    never throttles the rest; rows that failed for the broker's sake (a
+//!    timeout, no leader, the broker down) are released, and when nothing at
+//!    all was published the relay backs off.
 //!
 //! A crash between publish and mark only means a re-publish, which consumers
 //! deduplicate by event id (their inbox). [`Relay::run`] makes passes while
@@ -43,8 +44,8 @@ pub struct RelayConfig {
     /// `{PREFIX}RELAY_LEASE_MS`: how long a claim lasts; longer than the
     /// producer's `message.timeout.ms`, so a slow publish is never claimed twice.
     pub lease: Duration,
-    /// `{PREFIX}RELAY_MAX_ATTEMPTS`: failed publishes of one row (while
-    /// others succeeded) before it is parked.
+    /// `{PREFIX}RELAY_MAX_ATTEMPTS`: publishes of one row refused by the
+    /// broker for the message itself (too large, invalid) before it is parked.
     pub max_attempts: i32,
     /// First and largest delay after a pass that published nothing.
     pub backoff_min: Duration,
@@ -64,11 +65,11 @@ impl RelayConfig {
             ));
         }
         let max_attempts: i32 = env.parse_or("RELAY_MAX_ATTEMPTS", defaults.max_attempts)?;
-        if max_attempts < 1 {
+        if !(1..=100).contains(&max_attempts) {
             return Err(env.invalid(
                 "RELAY_MAX_ATTEMPTS",
                 &max_attempts.to_string(),
-                "must be at least 1",
+                "must be 1..=100",
             ));
         }
         Ok(Self {
@@ -232,15 +233,25 @@ impl Relay {
         let Some((_, first)) = failed.first() else {
             return Ok(published.len());
         };
-        if published.is_empty() {
-            let ids: Vec<i64> = failed.iter().map(|(id, _)| *id).collect();
-            client.execute(RELEASE, &[&ids, &first.to_string()]).await?;
+        // Only an error about the message itself counts toward parking it;
+        // anything else (a timeout, a partition without a leader, the
+        // broker down) is the broker's trouble: release and retry.
+        let (own, broker): (Vec<_>, Vec<_>) =
+            failed.iter().partition(|(_, e)| is_about_the_message(e));
+        if !broker.is_empty() {
+            let ids: Vec<i64> = broker.iter().map(|(id, _)| *id).collect();
+            let release = client.prepare_cached(RELEASE).await?;
+            client
+                .execute(&release, &[&ids, &first.to_string()])
+                .await?;
+        }
+        if published.is_empty() && own.is_empty() {
             return Err(RelayError::Publish {
                 failed: failed.len(),
                 first: first.clone(),
             });
         }
-        for (id, error) in &failed {
+        for (id, error) in own {
             let parked: bool = client
                 .query_one(
                     ROW_FAILED,
@@ -330,6 +341,26 @@ impl Relay {
         }
         tracing::info!("outbox relay stopped");
     }
+}
+
+/// True for a publish error that the same message would meet again on any
+/// broker (too large, invalid): only those can get a row parked.
+fn is_about_the_message(error: &KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode::{
+        BadMessage, InvalidMessage, InvalidMessageSize, InvalidRecord, InvalidTopic,
+        MessageSizeTooLarge,
+    };
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            BadMessage
+                | InvalidMessage
+                | InvalidMessageSize
+                | InvalidRecord
+                | InvalidTopic
+                | MessageSizeTooLarge
+        )
+    )
 }
 
 /// Resolves when a NOTIFY on the outbox channel (or a listener resync) says

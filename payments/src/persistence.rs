@@ -167,7 +167,9 @@ pub async fn decide_all(
             .await?;
         for row in db.query(&find, &[&earlier]).await? {
             let outcome: Option<String> = row.try_get(1)?;
-            // Claimed in this batch: decided below, in order.
+            // Decided by an earlier transaction, which set the outcome in the
+            // same commit that inserted the row (a NULL here is corruption,
+            // reported below as `Undecided`).
             if let Some(decision) = outcome.as_deref().and_then(Decision::parse) {
                 decided.insert(row.try_get(0)?, decision);
             }

@@ -135,10 +135,14 @@ impl Setup {
     }
 
     fn consumer(&self) -> InboxConsumer<Recorder> {
+        self.consumer_with_batches_of(100)
+    }
+
+    fn consumer_with_batches_of(&self, batch_size: usize) -> InboxConsumer<Recorder> {
         let config = InboxConfig {
             group_id: unique_group("inbox"),
             assignment: Assignment::All,
-            batch_size: 100,
+            batch_size,
             max_attempts: 2,
             retry_min: Duration::from_millis(10),
             retry_max: Duration::from_millis(50),
@@ -209,10 +213,14 @@ async fn a_poison_message_in_a_batch_is_parked_and_its_neighbours_applied_in_ord
 #[tokio::test]
 async fn partitions_progress_independently() {
     let s = setup(2).await;
+    // Batches of one: the held partition's worker queue (two messages) is
+    // full at once, so the reader has to pause that partition, not wait.
     s.send(0, BLOCKED).await;
-    s.send(0, 1).await;
+    for amount in 1..=8 {
+        s.send(0, amount).await;
+    }
     let shutdown = CancellationToken::new();
-    let consumer = tokio::spawn(s.consumer().run(shutdown.clone()));
+    let consumer = tokio::spawn(s.consumer_with_batches_of(1).run(shutdown.clone()));
     for amount in [10, 11, 12] {
         s.send(1, amount).await;
     }
@@ -222,8 +230,8 @@ async fn partitions_progress_independently() {
     .await;
     assert!(s.applied(0).await.is_empty(), "partition 0 is still held");
     s.recorder.gate.add_permits(1);
-    eventually("partition 0 once released", WAIT, || async {
-        (s.applied(0).await == [BLOCKED, 1]).then_some(())
+    eventually("partition 0 once released, in order", WAIT, || async {
+        (s.applied(0).await == [BLOCKED, 1, 2, 3, 4, 5, 6, 7, 8]).then_some(())
     })
     .await;
     shutdown.cancel();
