@@ -85,13 +85,27 @@ ensure_broker() {
   wait_until tansu 30 port_open "$BROKER_HOST" "$BROKER_PORT" || die "tansu did not start; see $RUN_DIR/logs/tansu.log"
 }
 
-pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_alive FILE [NAME]: the pid in FILE is a live process (not a zombie, and
+# running NAME when given) — a reused pid or a killed, unreaped child is not
+# "running".
+pid_alive() {
+  local file="$1" name="${2:-}" pid state comm
+  [[ -f "$file" ]] || return 1
+  pid="$(cat "$file")"
+  [[ "$pid" =~ ^[0-9]+$ && -r "/proc/$pid/stat" ]] || return 1
+  state="$(sed -E 's/.*\) ([A-Za-z]).*/\1/' "/proc/$pid/stat" 2>/dev/null)" || return 1
+  [[ "$state" != "Z" && "$state" != "X" ]] || return 1
+  if [[ -n "$name" ]]; then
+    comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
+    [[ "$comm" == "$name" ]] || return 1
+  fi
+}
 
 # start_service NAME ARGS...: runs the built binary NAME in the background.
 start_service() {
   local name="$1"; shift
   mkdir -p "$RUN_DIR/logs"
-  if pid_alive "$RUN_DIR/$name.pid"; then log "$name already running"; return; fi
+  if pid_alive "$RUN_DIR/$name.pid" "$name"; then log "$name already running"; return; fi
   nohup "$BIN_DIR/$name" "$@" >"$RUN_DIR/logs/$name.log" 2>&1 &
   echo $! >"$RUN_DIR/$name.pid"
 }
@@ -101,10 +115,10 @@ stop_pidfile() {
   local file="$1" pid
   [[ -f "$file" ]] || return 0
   pid="$(cat "$file")"
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid_alive "$file"; then
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do pid_alive "$file" || break; sleep 0.2; done
+    pid_alive "$file" && kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$file"
 }

@@ -1,5 +1,6 @@
 //! Dead letters: poison messages parked with their error so their partition
-//! keeps moving, and replayed on demand through the outbox.
+//! keeps moving; listed and replayed on demand through the outbox (the
+//! `dead-letters list|replay` command of every service).
 
 use crate::{DbError, Pool, headers};
 use rdkafka::Message;
@@ -57,28 +58,106 @@ pub async fn pending(pool: &Pool) -> Result<i64, DbError> {
     Ok(row.try_get(0)?)
 }
 
-/// Re-publishes every un-replayed dead letter to its original topic by
-/// copying it into the outbox, then NOTIFYs running relays so they send it
-/// at once; returns how many.
-pub async fn replay_all(pool: &Pool) -> Result<u64, DbError> {
+/// A parked message as an operator lists it.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub event_type: Option<String>,
+    pub error: String,
+    pub attempts: i32,
+    pub created_at: std::time::SystemTime,
+}
+
+/// The dead letters waiting for a replay (of `topic` only, if given), oldest first.
+pub async fn list(pool: &Pool, topic: Option<&str>) -> Result<Vec<DeadLetter>, DbError> {
     let client = pool.get().await?;
-    let replayed = client
+    let rows = client
+        .query(
+            "SELECT id, topic, partition, \"offset\", event_type, error, attempts, created_at
+             FROM dead_letters
+             WHERE replayed_at IS NULL AND ($1::text IS NULL OR topic = $1)
+             ORDER BY id",
+            &[&topic],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DeadLetter {
+                id: r.try_get(0)?,
+                topic: r.try_get(1)?,
+                partition: r.try_get(2)?,
+                offset: r.try_get(3)?,
+                event_type: r.try_get(4)?,
+                error: r.try_get(5)?,
+                attempts: r.try_get(6)?,
+                created_at: r.try_get(7)?,
+            })
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(DbError::from)
+}
+
+/// What a replay moved (or, in a dry run, would move).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    /// Dead letters copied into the outbox, for their original topic.
+    pub dead_letters: u64,
+    /// Outbox rows the relay had parked, released for another try.
+    pub parked_events: u64,
+}
+
+/// Re-publishes every un-replayed dead letter (of `topic` only, if given) by
+/// copying it into the outbox, and releases the outbox rows the relay had
+/// parked; then NOTIFYs running relays so they publish at once. A dry run
+/// counts and changes nothing. Safe to repeat: consumers deduplicate, and a
+/// payment is decided once per order whatever arrives again.
+pub async fn replay(pool: &Pool, topic: Option<&str>, dry_run: bool) -> Result<Replayed, DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let dead_letters = tx
         .execute(
             "WITH replayed AS (
                  UPDATE dead_letters SET replayed_at = now()
-                 WHERE replayed_at IS NULL
+                 WHERE replayed_at IS NULL AND ($1::text IS NULL OR topic = $1)
                  RETURNING topic, key, payload, event_type
              )
              INSERT INTO outbox (event_id, topic, key, event_type, payload)
              SELECT gen_random_uuid(), topic, coalesce(key, ''::bytea),
                     coalesce(event_type, 'unknown'), coalesce(payload, ''::bytea)
              FROM replayed",
-            &[],
+            &[&topic],
         )
         .await?;
-    client
-        .execute("SELECT pg_notify($1, '')", &[&crate::outbox::CHANNEL])
+    let parked_events = tx
+        .execute(
+            "UPDATE outbox SET parked_at = NULL, claimed_until = NULL, attempts = 0
+             WHERE parked_at IS NOT NULL AND ($1::text IS NULL OR topic = $1)",
+            &[&topic],
+        )
         .await?;
-    tracing::info!(replayed, "dead letters replayed through the outbox");
+    let replayed = Replayed {
+        dead_letters,
+        parked_events,
+    };
+    if dry_run {
+        tx.rollback().await?;
+        return Ok(replayed);
+    }
+    tx.execute("SELECT pg_notify($1, '')", &[&crate::outbox::CHANNEL])
+        .await?;
+    tx.commit().await?;
+    tracing::info!(
+        dead_letters,
+        parked_events,
+        "dead letters and parked events replayed through the outbox"
+    );
     Ok(replayed)
+}
+
+/// [`replay`] of everything; returns how many dead letters were replayed.
+pub async fn replay_all(pool: &Pool) -> Result<u64, DbError> {
+    Ok(replay(pool, None, false).await?.dead_letters)
 }

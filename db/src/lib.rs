@@ -3,7 +3,8 @@
 //! messaging schema in `sql/messaging.sql`), Kafka clients ([`kafka`]), the
 //! transactional [`outbox`] and its [`relay`], the [`inbox`] consumer, poison
 //! messages' [`dead_letter`]s, the event [`headers`], LISTEN/NOTIFY fan-out
-//! ([`listen`]) and the [`service`] that runs them all beside a gRPC server.
+//! ([`listen`]), the [`retention`] sweep, and the [`service`] that runs them
+//! all beside a gRPC server.
 //!
 //! The delivery algorithms and the invariants they keep are described in
 //! `docs/architecture.md`.
@@ -19,6 +20,7 @@ pub mod migrate;
 pub mod outbox;
 pub mod pool;
 pub mod relay;
+pub mod retention;
 pub mod service;
 
 pub use deadpool_postgres::{self, GenericClient, Pool, Transaction};

@@ -1,7 +1,7 @@
 //! Runs a service's migrations under a Postgres advisory lock, so replicas
 //! starting together do not race. Every service gets the shared messaging
-//! schema (outbox, inbox, dead letters) as its versions 2 and 4; a service's
-//! own migrations use the other numbers.
+//! schema (outbox, inbox, dead letters) as its versions 2, 4 and 6; a
+//! service's own migrations use the other numbers.
 
 use deadpool_postgres::Pool;
 use refinery::{Migration, Runner};

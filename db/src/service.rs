@@ -3,13 +3,14 @@
 //! the named parts a service's `startup` builds ([`Service`]: pool, gRPC
 //! router, notifications, outbox relay, inbox consumer), the one run function
 //! that drives them until shutdown ([`Service::run_until_stopped`]) and the
-//! command line (`serve | migrate | replay-dead-letters | health [ADDR]`).
+//! command line (`serve | migrate | dead-letters list|replay | health [ADDR]`).
 
 use crate::inbox::{Handler, InboxConfig, InboxConsumer};
 use crate::kafka::KafkaConfig;
 use crate::listen::Listener;
 use crate::pool::DbConfig;
 use crate::relay::{Relay, RelayConfig};
+use crate::retention::{Retention, RetentionConfig};
 use crate::{Pool, dead_letter, migrate, pool};
 use anyhow::Context;
 use refinery::Migration;
@@ -58,6 +59,8 @@ pub struct ServiceConfig {
     pub relay: RelayConfig,
     /// `CONSUMER_GROUP`, `INBOX_*`: the inbox consumer.
     pub inbox: InboxConfig,
+    /// `RETENTION_*`: how long old rows are kept.
+    pub retention: RetentionConfig,
     /// `LOG_FORMAT`: `text` or `json`.
     pub log_format: LogFormat,
     /// `METRICS_ADDR`: where Prometheus metrics are served; `off` disables.
@@ -77,6 +80,7 @@ impl ServiceConfig {
             kafka: KafkaConfig::from_env(env)?,
             relay: RelayConfig::from_env(env)?,
             inbox: InboxConfig::from_env(env, spec.consumer_group)?,
+            retention: RetentionConfig::from_env(env)?,
             log_format: env.parse_or("LOG_FORMAT", LogFormat::Text)?,
             metrics_addr: match env.string_or("METRICS_ADDR", spec.metrics_addr).as_str() {
                 "off" => None,
@@ -107,6 +111,8 @@ pub struct Service<H> {
     pub relay: Relay,
     /// Applies the consumed topic through the inbox and the service's handler.
     pub consumer: InboxConsumer<H>,
+    /// Deletes old outbox, inbox and dead-letter rows and expired keys.
+    pub retention: Retention,
 }
 
 impl<H: Handler> Service<H> {
@@ -115,10 +121,10 @@ impl<H: Handler> Service<H> {
         self.listener.local_addr()
     }
 
-    /// Serves gRPC, consumes through the inbox and relays the outbox until
-    /// `shutdown`; then lets each finish its unit of work, flushes the
-    /// producer, commits offsets and closes the pool. If any of the three
-    /// stops on its own (an error, a panic), health turns NOT_SERVING,
+    /// Serves gRPC, consumes through the inbox, relays the outbox and sweeps
+    /// old rows until `shutdown`; then lets each finish its unit of work,
+    /// flushes the producer, commits offsets and closes the pool. If any of
+    /// them stops on its own (an error, a panic), health turns NOT_SERVING,
     /// the others are stopped and the error is returned, so the process
     /// exits non-zero and its supervisor restarts it.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -130,6 +136,7 @@ impl<H: Handler> Service<H> {
             notifications,
             relay,
             consumer,
+            retention,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
         let stop = shutdown.child_token();
@@ -148,6 +155,11 @@ impl<H: Handler> Service<H> {
         tasks.spawn(async move {
             relay.run(&notifications, token).await;
             ("outbox relay", Ok(()))
+        });
+        let token = stop.clone();
+        tasks.spawn(async move {
+            retention.run(token).await;
+            ("retention sweep", Ok(()))
         });
 
         let failure = match tasks.join_next().await {
@@ -186,7 +198,8 @@ impl<H: Handler> Service<H> {
 }
 
 /// The command line shared by every service binary:
-/// `serve` (default) | `migrate` | `replay-dead-letters` | `health [ADDR]`.
+/// `serve` (default) | `migrate` | `dead-letters list|replay [--topic T]
+/// [--dry-run]` | `health [ADDR]`.
 /// `serve` hands the configuration and the shutdown token to `serve`.
 pub async fn main<F, Fut>(spec: &ServiceSpec, serve: F) -> ExitCode
 where
@@ -224,13 +237,7 @@ where
             println!("applied {} migration(s)", applied.len());
             Ok(())
         }
-        "replay-dead-letters" => {
-            let pool = pool::connect(&config.database).await?;
-            let replayed = dead_letter::replay_all(&pool).await?;
-            pool.close();
-            println!("replayed {replayed} dead letter(s)");
-            Ok(())
-        }
+        "dead-letters" | "replay-dead-letters" => dead_letters(&config, &command).await,
         "health" => {
             let addr = match command.args.first() {
                 Some(a) => a.parse().with_context(|| format!("bad address {a:?}"))?,
@@ -240,8 +247,63 @@ where
             println!("SERVING");
             Ok(())
         }
-        _ => Err(command.unknown("`serve`, `migrate`, `replay-dead-letters` or `health [ADDR]`")),
+        _ => Err(command.unknown(
+            "`serve`, `migrate`, `dead-letters list|replay [--topic T] [--dry-run]` or `health [ADDR]`",
+        )),
     }
+}
+
+/// `dead-letters list [--topic T]` and `dead-letters replay [--topic T]
+/// [--dry-run]` (`replay-dead-letters` is `dead-letters replay`).
+async fn dead_letters(config: &ServiceConfig, command: &Command) -> anyhow::Result<()> {
+    let mut args = command.args.iter().map(String::as_str);
+    let action = if command.name == "replay-dead-letters" {
+        "replay"
+    } else {
+        args.next().unwrap_or("list")
+    };
+    let (mut topic, mut dry_run) = (None, false);
+    while let Some(arg) = args.next() {
+        match arg {
+            "--topic" => topic = Some(args.next().context("--topic needs a topic name")?),
+            "--dry-run" => dry_run = true,
+            other => anyhow::bail!("unknown option {other:?}; use --topic T or --dry-run"),
+        }
+    }
+    let pool = pool::connect(&config.database).await?;
+    let outcome = match action {
+        "list" => {
+            let letters = dead_letter::list(&pool, topic).await?;
+            for l in &letters {
+                println!(
+                    "{}\t{}[{}]@{}\t{}\tattempts {}\t{}",
+                    l.id,
+                    l.topic,
+                    l.partition,
+                    l.offset,
+                    l.event_type.as_deref().unwrap_or("-"),
+                    l.attempts,
+                    l.error
+                );
+            }
+            println!("{} dead letter(s) waiting for a replay", letters.len());
+            Ok(())
+        }
+        "replay" => {
+            let replayed = dead_letter::replay(&pool, topic, dry_run).await?;
+            let verb = if dry_run { "would replay" } else { "replayed" };
+            println!(
+                "{verb} {} dead letter(s) and {} parked event(s)",
+                replayed.dead_letters, replayed.parked_events
+            );
+            Ok(())
+        }
+        other => Err(anyhow::anyhow!(
+            "unknown action {other:?}; use `list` or `replay`"
+        )),
+    };
+    pool.close();
+    outcome
 }
 
 #[cfg(test)]
@@ -292,6 +354,8 @@ mod tests {
             ("DEMO_RELAY_BATCH_SIZE", "-1"),
             ("DEMO_RELAY_POLL_INTERVAL_MS", "soon"),
             ("DEMO_INBOX_MAX_ATTEMPTS", "0"),
+            ("DEMO_RETENTION_IDEMPOTENCY_HOURS", "23"),
+            ("DEMO_RETENTION_BATCH_SIZE", "0"),
             ("DEMO_CONSUMER_ASSIGNMENT", "some"),
             ("DEMO_METRICS_ADDR", "everywhere"),
             ("DEMO_KAFKA_CONSUMER_PROPERTIES", "novalue"),

@@ -4,6 +4,7 @@
 
 use crate::domain::{NewOrder, Order, Status};
 use shop_db::outbox::NewEvent;
+use shop_db::retention::{Age, Sweep};
 use shop_db::{GenericClient, migrate};
 use shop_proto::values::{IdempotencyKey, OrderId, UserId};
 use std::time::SystemTime;
@@ -18,6 +19,17 @@ pub const STATUS_CHANNEL: &str = "order_status";
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
+
+/// Idempotency keys expire: the key is cleared, the order stays.
+pub const RETENTION: [Sweep; 1] = [Sweep {
+    name: "expired order idempotency keys",
+    age: Age::Idempotency,
+    sql: "UPDATE orders SET idempotency_key = NULL WHERE id IN (
+              SELECT id FROM orders
+              WHERE idempotency_key IS NOT NULL
+                AND created_at < now() - $1::bigint * interval '1 millisecond'
+              LIMIT $2)",
+}];
 
 /// Every migration of the orders database, the shared messaging schema included.
 pub fn migrations() -> anyhow::Result<Vec<refinery::Migration>> {

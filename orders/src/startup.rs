@@ -15,6 +15,7 @@ use shop_db::inbox::InboxConsumer;
 use shop_db::listen::Listener;
 use shop_db::outbox::{self, RelayWake};
 use shop_db::relay::Relay;
+use shop_db::retention::Retention;
 use shop_db::service::Service;
 use shop_db::{migrate, pool};
 use shop_runtime::grpc;
@@ -74,6 +75,12 @@ pub async fn build(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
 
+    let retention = Retention::new(
+        pool.clone(),
+        config.retention.clone(),
+        &persistence::RETENTION,
+    );
+
     Ok(Service {
         pool,
         listener,
@@ -82,5 +89,6 @@ pub async fn build(
         notifications,
         relay,
         consumer,
+        retention,
     })
 }

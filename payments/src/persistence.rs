@@ -4,6 +4,7 @@
 //! exactly-once debit ([`decide_all`]).
 
 use crate::domain::{Account, Decision, KeyedCredit, PaymentRequest};
+use shop_db::retention::{Age, Sweep};
 use shop_db::{GenericClient, migrate};
 use shop_proto::values::{Amount, IdempotencyKey, OrderId, UserId};
 use std::collections::{HashMap, HashSet};
@@ -13,6 +14,28 @@ use uuid::Uuid;
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
+
+/// Idempotency keys expire: the key is cleared, the credit or account stays.
+pub const RETENTION: [Sweep; 2] = [
+    Sweep {
+        name: "expired top-up idempotency keys",
+        age: Age::Idempotency,
+        sql: "UPDATE credits SET idempotency_key = NULL WHERE id IN (
+                  SELECT id FROM credits
+                  WHERE idempotency_key IS NOT NULL
+                    AND created_at < now() - $1::bigint * interval '1 millisecond'
+                  LIMIT $2)",
+    },
+    Sweep {
+        name: "expired account idempotency keys",
+        age: Age::Idempotency,
+        sql: "UPDATE accounts SET idempotency_key = NULL WHERE user_id IN (
+                  SELECT user_id FROM accounts
+                  WHERE idempotency_key IS NOT NULL
+                    AND created_at < now() - $1::bigint * interval '1 millisecond'
+                  LIMIT $2)",
+    },
+];
 
 /// Every migration of the payments database, the shared messaging schema included.
 pub fn migrations() -> anyhow::Result<Vec<refinery::Migration>> {

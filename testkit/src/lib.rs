@@ -307,6 +307,7 @@ pub fn service_config(
             retry_max: Duration::from_millis(200),
             partition_refresh: Duration::from_secs(1),
         },
+        retention: shop_db::retention::RetentionConfig::default(),
         log_format: shop_runtime::LogFormat::Text,
         metrics_addr: None,
     }

@@ -330,6 +330,11 @@ async fn a_service_whose_consumer_dies_stops_with_an_error() {
             wake,
         ),
         consumer: s.consumer(),
+        retention: shop_db::retention::Retention::new(
+            s.pool.clone(),
+            shop_db::retention::RetentionConfig::default(),
+            &[],
+        ),
     };
     let outcome = tokio::time::timeout(WAIT, service.run_until_stopped(shutdown.clone()))
         .await

@@ -143,6 +143,63 @@ async fn the_same_request_delivered_three_times_debits_once() {
 }
 
 #[tokio::test]
+async fn a_redelivery_after_the_retention_sweep_debits_nothing_twice() {
+    let mut app = spawn_app().await;
+    let user = funded_account(&mut app, 1_000).await;
+    let order = Uuid::new_v4().to_string();
+    let event = request(&order, &user, 300);
+    send(&app, &event).await;
+    results(&app, 1).await;
+    eventually("the answer to be published", WAIT, || {
+        let app = &app;
+        async move {
+            (app.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .await
+                == 0)
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Everything old enough goes, here at once: inbox and outbox rows, keys.
+    let sweep_everything = shop_db::retention::RetentionConfig {
+        outbox: Duration::ZERO,
+        inbox: Duration::ZERO,
+        dead_letters: Duration::ZERO,
+        idempotency: Duration::ZERO,
+        ..Default::default()
+    };
+    let retention = shop_db::retention::Retention::new(
+        app.pool.clone(),
+        sweep_everything,
+        &shop_payments::persistence::RETENTION,
+    );
+    retention.sweep().await.expect("sweep");
+    assert_eq!(app.scalar("SELECT count(*) FROM inbox").await, 0);
+    assert_eq!(app.scalar("SELECT count(*) FROM outbox").await, 0);
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM credits WHERE idempotency_key IS NOT NULL")
+            .await,
+        0
+    );
+
+    // The inbox no longer remembers it, but the ledger does.
+    send(&app, &event).await;
+    let marker = Uuid::new_v4().to_string();
+    send(&app, &request(&marker, &user, 1)).await;
+    let outcomes = results(&app, 3).await;
+    let answers = by_order(&outcomes);
+    assert_eq!(
+        answers.get(&order).map(|(o, _)| *o),
+        Some(PaymentOutcome::Paid),
+        "the first decision, again"
+    );
+    assert_eq!(balance(&mut app, &user).await, 699, "debited once");
+    assert_eq!(app.scalar("SELECT count(*) FROM payments").await, 2);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_decision_is_sticky_after_a_later_top_up() {
     let mut app = spawn_app().await;
     let user = funded_account(&mut app, 100).await;
@@ -216,6 +273,28 @@ async fn poison_message_is_dead_lettered_and_the_partition_moves_on() {
     assert_eq!(balance(&mut app, &user).await, 60);
     assert_eq!(app.scalar("SELECT count(*) FROM dead_letters").await, 1);
     let pool = app.pool.clone();
+    assert_eq!(
+        shop_db::dead_letter::pending(&pool).await.expect("count"),
+        1
+    );
+
+    let listed = shop_db::dead_letter::list(&pool, Some(&kafka.topics.requests))
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].error.contains("undecodable"), "{:?}", listed[0]);
+    assert!(
+        shop_db::dead_letter::list(&pool, Some("another.topic"))
+            .await
+            .expect("list")
+            .is_empty(),
+        "the topic filter applies"
+    );
+    // A dry run counts and changes nothing.
+    let dry = shop_db::dead_letter::replay(&pool, None, true)
+        .await
+        .expect("dry run");
+    assert_eq!(dry.dead_letters, 1);
     assert_eq!(
         shop_db::dead_letter::pending(&pool).await.expect("count"),
         1
