@@ -198,6 +198,8 @@ pub struct InboxConsumer<H> {
     handler: H,
     config: InboxConfig,
     relay: RelayWake,
+    /// The last offset applied per partition, for the lag gauge.
+    applied: Arc<std::sync::Mutex<HashMap<i32, i64>>>,
 }
 
 impl<H> std::fmt::Debug for InboxConsumer<H> {
@@ -296,6 +298,7 @@ impl<H: Handler> InboxConsumer<H> {
             handler,
             config,
             relay,
+            applied: Arc::default(),
         }
     }
 
@@ -317,6 +320,8 @@ impl<H: Handler> InboxConsumer<H> {
         let mut refresh = tokio::time::interval(this.config.partition_refresh);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut drain = tokio::time::interval(Duration::from_millis(20));
+        let mut lag = tokio::time::interval(Duration::from_secs(5));
+        lag.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut errors = Backoff::new(this.config.retry_min, this.config.retry_max);
         let outcome = loop {
             tokio::select! {
@@ -335,6 +340,7 @@ impl<H: Handler> InboxConsumer<H> {
                     break Err(InboxError::WorkerDied { topic: this.topic.clone(), partition, reason });
                 }
                 _ = drain.tick(), if !backlog.is_empty() => backlog.drain(&this, &workers),
+                _ = lag.tick() => this.measure_lag().await,
                 _ = refresh.tick(), if this.config.assignment == Assignment::All => {
                     if let Err(e) = this.assign_new_partitions(&mut known).await {
                         tracing::warn!(error = %e, topic = %this.topic, "cannot look for new partitions");
@@ -381,6 +387,33 @@ impl<H: Handler> InboxConsumer<H> {
         }
         tracing::info!(topic = %this.topic, "inbox consumer stopped");
         outcome
+    }
+
+    /// `shop_inbox_lag{topic,partition}`: messages on the broker not yet
+    /// applied, per partition this consumer has applied something of.
+    async fn measure_lag(&self) {
+        let applied: Vec<(i32, i64)> = match self.applied.lock() {
+            Ok(applied) => applied.iter().map(|(p, o)| (*p, *o)).collect(),
+            Err(_) => return,
+        };
+        let consumer = Arc::clone(&self.consumer);
+        let topic = self.topic.clone();
+        let measured = tokio::task::spawn_blocking(move || {
+            applied
+                .into_iter()
+                .filter_map(|(partition, offset)| {
+                    let (_, high) = consumer
+                        .fetch_watermarks(&topic, partition, Duration::from_secs(1))
+                        .ok()?;
+                    Some((partition, (high - offset - 1).max(0)))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        for (partition, lag) in measured.unwrap_or_default() {
+            metrics::gauge!("shop_inbox_lag", "topic" => self.topic.clone(), "partition" => partition.to_string())
+                .set(lag as f64);
+        }
     }
 
     /// Stops (or resumes) fetching `partition` of the topic.
@@ -509,12 +542,16 @@ impl<H: Handler> InboxConsumer<H> {
             if !self.apply(&batch, &shutdown).await {
                 return;
             }
-            if let Some(last) = batch.last()
-                && let Err(e) = self
+            if let Some(last) = batch.last() {
+                if let Err(e) = self
                     .consumer
                     .store_offset(&self.topic, partition, last.offset())
-            {
-                tracing::warn!(error = %e, partition, "cannot store offset (partition revoked?)");
+                {
+                    tracing::warn!(error = %e, partition, "cannot store offset (partition revoked?)");
+                }
+                if let Ok(mut applied) = self.applied.lock() {
+                    applied.insert(partition, last.offset());
+                }
             }
         }
     }

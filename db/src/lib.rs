@@ -17,6 +17,7 @@ pub mod inbox;
 pub mod kafka;
 pub mod listen;
 pub mod migrate;
+pub mod observe;
 pub mod outbox;
 pub mod pool;
 pub mod relay;

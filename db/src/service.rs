@@ -161,6 +161,11 @@ impl<H: Handler> Service<H> {
             retention.run(token).await;
             ("retention sweep", Ok(()))
         });
+        let (token, observed) = (stop.clone(), pool.clone());
+        tasks.spawn(async move {
+            crate::observe::run(observed, token).await;
+            ("gauges", Ok(()))
+        });
 
         let failure = match tasks.join_next().await {
             Some(Ok((_, Ok(())))) if shutdown.is_cancelled() => None,
@@ -222,6 +227,12 @@ where
             if let Some(addr) = config.metrics_addr {
                 metrics_exporter_prometheus::PrometheusBuilder::new()
                     .with_http_listener(addr)
+                    .set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full(
+                            "shop_order_settle_seconds".to_owned(),
+                        ),
+                        &[0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+                    )?
                     .install()
                     .with_context(|| format!("cannot serve metrics on {addr}"))?;
                 tracing::info!(%addr, "Prometheus metrics at /metrics");

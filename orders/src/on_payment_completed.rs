@@ -56,16 +56,21 @@ impl Handler for OnPaymentCompleted {
                 Ok((order, status_of(&inbound.event)?))
             })
             .collect::<Result<Vec<_>, HandleError>>()?;
-        let finalised = persistence::finalise_all(tx, &changes).await?;
+        let finalised: std::collections::HashMap<OrderId, f64> =
+            persistence::finalise_all(tx, &changes)
+                .await?
+                .into_iter()
+                .collect();
         for (order, status) in &changes {
-            if finalised.contains(order) {
+            if let Some(seconds) = finalised.get(order) {
+                metrics::histogram!("shop_order_settle_seconds").record(*seconds);
                 tracing::info!(order_id = %order, status = status.column(), "order finalised");
             }
         }
         let unchanged: Vec<OrderId> = changes
             .iter()
             .map(|(order, _)| *order)
-            .filter(|order| !finalised.contains(order))
+            .filter(|order| !finalised.contains_key(order))
             .collect();
         if !unchanged.is_empty() {
             let existing = persistence::existing(tx, &unchanged).await?;

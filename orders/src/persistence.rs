@@ -161,12 +161,13 @@ pub async fn list(
 }
 
 /// Moves each order that is still NEW to its final status, in one
-/// statement; returns the ids that moved. An order already final (or
-/// missing) is left alone: a final status never changes.
+/// statement; returns the ids that moved, each with the seconds from its
+/// creation to now. An order already final (or missing) is left alone: a
+/// final status never changes.
 pub async fn finalise_all(
     db: &impl GenericClient,
     changes: &[(OrderId, Status)],
-) -> Result<Vec<OrderId>, tokio_postgres::Error> {
+) -> Result<Vec<(OrderId, f64)>, tokio_postgres::Error> {
     let ids: Vec<Uuid> = changes.iter().map(|(id, _)| *id.as_uuid()).collect();
     let statuses: Vec<&str> = changes.iter().map(|(_, s)| s.column()).collect();
     let reasons: Vec<Option<&str>> = changes.iter().map(|(_, s)| s.reason_column()).collect();
@@ -176,13 +177,13 @@ pub async fn finalise_all(
              SET status = c.status, cancel_reason = c.reason, updated_at = clock_timestamp()
              FROM unnest($1::uuid[], $2::text[], $3::text[]) AS c(id, status, reason)
              WHERE o.id = c.id AND o.status = 'NEW'
-             RETURNING o.id",
+             RETURNING o.id, extract(epoch FROM o.updated_at - o.created_at)::float8",
         )
         .await?;
     db.query(&statement, &[&ids, &statuses, &reasons])
         .await?
         .iter()
-        .map(|row| Ok(OrderId::from(row.try_get::<_, Uuid>(0)?)))
+        .map(|row| Ok((OrderId::from(row.try_get::<_, Uuid>(0)?), row.try_get(1)?)))
         .collect()
 }
 

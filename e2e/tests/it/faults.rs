@@ -170,4 +170,18 @@ async fn poison_on_both_topics_is_dead_lettered_counted_and_passed() {
     let text = Stack::scrape(payments_metrics).await;
     assert!(text.contains("shop_outbox_published_total"), "{text}");
     assert!(text.contains("shop_inbox_applied_total"), "{text}");
+    // The operational gauges: backlog, lag per partition, dead letters, and
+    // how long orders take to settle.
+    for (addr, line) in [
+        (payments_metrics, "shop_dead_letters_pending 1"),
+        (payments_metrics, "shop_outbox_backlog 0"),
+        (orders_metrics, "shop_inbox_lag{"),
+        (orders_metrics, "shop_order_settle_seconds_count 3"),
+        (orders_metrics, "shop_outbox_oldest_unpublished_seconds 0"),
+    ] {
+        shop_testkit::eventually(&format!("{line} at {addr}"), SETTLE, || async {
+            Stack::scrape(addr).await.contains(line).then_some(())
+        })
+        .await;
+    }
 }
