@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/shop-target
 
-.PHONY: up down test build fmt lint tools logs bench openapi
+.PHONY: up down test build fmt lint tools logs bench chaos openapi
 
 up: ## build, start PostgreSQL databases, the broker and the services; wait until healthy
 	@scripts/up.sh
@@ -32,6 +32,11 @@ bench: ## open-loop end-to-end figures on release builds (STEP_SECONDS, SCALE_RO
 	@source scripts/lib.sh && ensure_postgres && ensure_tansu_installed
 	cargo build --workspace --bins --release
 	cargo bench -p shop-e2e --bench pipeline
+
+chaos: ## seeded fault injection of the whole stack (FAULTS=100, SEED=random)
+	@source scripts/lib.sh && ensure_postgres && ensure_tansu_installed
+	cargo build --workspace --bins
+	$(CARGO_TARGET_DIR)/debug/chaos --faults $${FAULTS:-100} $${SEED:+--seed $$SEED}
 
 openapi: ## regenerate the committed openapi.yaml from the code
 	cargo run -q -p shop-gateway -- openapi > openapi.yaml

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: installs and starts whatever is missing, then runs every check
 # and test: formatting, lints, unit, integration, end-to-end and fault tests,
-# the grpcurl smoke test, schemathesis against the gateway and the browser test.
+# a short chaos run, the grpcurl smoke test, schemathesis against the
+# gateway and the browser test.
 source "$(dirname "$0")/lib.sh"
 RUN_DIR="$RUN_DIR/test"
 
@@ -27,6 +28,8 @@ log "cargo build"
 cargo build --workspace --bins --quiet
 log "cargo test"
 cargo test --workspace --quiet
+log "chaos, short: 30 faults (make chaos runs 100)"
+"$CARGO_TARGET_DIR/debug/chaos" --faults 30 ${CHAOS_SEED:+--seed "$CHAOS_SEED"}
 log "grpcurl smoke test"
 "$ROOT/scripts/smoke-grpc.sh"
 log "schemathesis against the gateway"

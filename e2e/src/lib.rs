@@ -3,6 +3,7 @@
 //! injection (kill -9, SIGSTOP) and the cross-database invariant check.
 
 pub mod broker;
+pub mod chaos;
 pub mod invariant;
 pub mod load;
 pub mod process;

@@ -230,6 +230,11 @@ impl Stack {
         kafka
     }
 
+    /// The consumer group of `service` (`orders` or `payments`).
+    pub fn consumer_group(&self, service: &str) -> String {
+        format!("{}.{service}", self.run)
+    }
+
     /// The Prometheus text of a service's metrics endpoint.
     pub async fn scrape(addr: SocketAddr) -> String {
         match reqwest::get(format!("http://{addr}/metrics")).await {
