@@ -110,15 +110,17 @@ start_service() {
   echo $! >"$RUN_DIR/$name.pid"
 }
 
-# stop_pidfile FILE: SIGTERM, wait up to 10 s, then SIGKILL.
+# stop_pidfile FILE: SIGTERM, wait up to 10 s, then SIGKILL — only if the pid
+# still names the process that wrote FILE (NAME.pid runs the binary NAME).
 stop_pidfile() {
-  local file="$1" pid
+  local file="$1" pid name
+  name="$(basename "$file" .pid)"
   [[ -f "$file" ]] || return 0
   pid="$(cat "$file")"
-  if pid_alive "$file"; then
+  if pid_alive "$file" "$name"; then
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do pid_alive "$file" || break; sleep 0.2; done
-    pid_alive "$file" && kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do pid_alive "$file" "$name" || break; sleep 0.2; done
+    pid_alive "$file" "$name" && kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$file"
 }

@@ -9,12 +9,17 @@ use refinery::{Migration, Runner};
 /// Arbitrary constant shared by every service: one migrator per database at a time.
 const MIGRATION_LOCK: i64 = 0x5348_4f50_4d49_4752; // "SHOPMIGR"
 /// The versions, names and SQL of the shared messaging schema, in every service.
-pub const MESSAGING: [(u32, &str, &str); 2] = [
+pub const MESSAGING: [(u32, &str, &str); 3] = [
     (2, "messaging", include_str!("../sql/messaging.sql")),
     (
         4,
         "messaging_relay",
         include_str!("../sql/messaging_relay.sql"),
+    ),
+    (
+        6,
+        "messaging_retention",
+        include_str!("../sql/messaging_retention.sql"),
     ),
 ];
 
