@@ -18,17 +18,19 @@ pub async fn pg_commit_limit(clients: u32, seconds: u32) -> Option<f64> {
     let script = std::env::temp_dir().join(format!("pgbench-{}.sql", std::process::id()));
     std::fs::write(&script, "INSERT INTO commits (v) VALUES (1);\n").ok()?;
     let url = db.config().url.clone();
+    let script_file = script.clone();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("pgbench")
             .args(["-n", "-c", &clients.to_string(), "-j", "2"])
             .args(["-T", &seconds.to_string(), "-f"])
-            .arg(&script)
+            .arg(&script_file)
             .arg(&url)
             .output()
     })
     .await
     .ok()?
     .ok()?;
+    let _ = std::fs::remove_file(&script);
     let text = String::from_utf8_lossy(&output.stdout);
     text.lines()
         .find(|l| l.starts_with("tps = "))
