@@ -153,6 +153,7 @@ start_private_stack() {
   ADDR[gateway]="127.0.0.1:$(free_port)"
   GATEWAY_LISTEN_ADDR="${ADDR[gateway]}" GATEWAY_ORDERS_URL="http://${ADDR[orders]}" \
     GATEWAY_PAYMENTS_URL="http://${ADDR[payments]}" GATEWAY_SSE_KEEPALIVE_MS=500 \
+    GATEWAY_AUTH=dev GATEWAY_JWT_SECRET="${GATEWAY_JWT_SECRET:-dev-only-secret-never-use-in-production}" \
     nohup "$BIN_DIR/gateway" serve >"$dir/gateway.log" 2>&1 &
   echo $! >"$dir/gateway.pid"
   gateway_ready() { curl -fsS "http://${ADDR[gateway]}/readyz"; }

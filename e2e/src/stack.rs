@@ -154,6 +154,13 @@ impl Stack {
                 format!("http://{}", stack.payments.addr),
             ),
             ("GATEWAY_SSE_KEEPALIVE_MS".to_owned(), "1000".to_owned()),
+            // Tokens for the test clients come from the development route.
+            ("GATEWAY_AUTH".to_owned(), "dev".to_owned()),
+            // Fixed, so tokens stay valid when the gateway is restarted.
+            (
+                "GATEWAY_JWT_SECRET".to_owned(),
+                "e2e-only-secret-0123456789abcdefghij".to_owned(),
+            ),
             ("RUST_LOG".to_owned(), "info".to_owned()),
         ]);
         let mut gateway = ServiceProcess::new("gateway", addr, env, &stack.log_dir)
@@ -161,6 +168,26 @@ impl Stack {
         gateway.start().await;
         stack.gateway = Some(gateway);
         stack
+    }
+
+    /// A bearer token for `user`, from the gateway's development route.
+    pub async fn token(&self, user: &str) -> String {
+        Self::dev_token(&self.gateway_url(), user).await
+    }
+
+    /// A bearer token for `user` from the development route of the gateway at `base`.
+    pub async fn dev_token(base: &str, user: &str) -> String {
+        let response = reqwest::Client::new()
+            .post(format!("{base}/api/v1/dev/tokens"))
+            .json(&serde_json::json!({ "user_id": user }))
+            .send()
+            .await
+            .expect("the development token route answers");
+        let body: serde_json::Value = response.json().await.expect("a token document");
+        body["access_token"]
+            .as_str()
+            .expect("an access token")
+            .to_owned()
     }
 
     /// `http://host:port` of the gateway.

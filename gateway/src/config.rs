@@ -1,7 +1,10 @@
 //! Typed configuration from `GATEWAY_*` environment variables.
 
+use crate::auth::Auth;
+use crate::limits::Limits;
 use shop_runtime::{ConfigError, Env, LogFormat};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The variable prefix.
@@ -24,6 +27,10 @@ pub struct GatewayConfig {
     pub sse_keepalive: Duration,
     /// `GATEWAY_LOG_FORMAT`: `text` or `json`.
     pub log_format: LogFormat,
+    /// `GATEWAY_AUTH`, `GATEWAY_JWT_*`: how callers are authenticated.
+    pub auth: Auth,
+    /// `GATEWAY_RATE_LIMIT_*`: abuse limits on writes.
+    pub limits: Arc<Limits>,
 }
 
 impl GatewayConfig {
@@ -46,6 +53,8 @@ impl GatewayConfig {
             request_timeout: env.millis_or("REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
             sse_keepalive: env.millis_or("SSE_KEEPALIVE_MS", Duration::from_secs(15))?,
             log_format: env.parse_or("LOG_FORMAT", LogFormat::Text)?,
+            auth: Auth::from_env(env)?,
+            limits: Arc::new(Limits::from_env(env)?),
         })
     }
 }
@@ -56,7 +65,7 @@ mod tests {
 
     #[test]
     fn defaults_and_named_errors() {
-        let cfg = GatewayConfig::from_env(&Env::from_pairs(PREFIX, Vec::<(&str, &str)>::new()))
+        let cfg = GatewayConfig::from_env(&Env::from_pairs(PREFIX, [("GATEWAY_AUTH", "dev")]))
             .expect("defaults");
         assert_eq!(cfg.listen_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(cfg.orders_url, "http://127.0.0.1:50051");
@@ -65,8 +74,8 @@ mod tests {
             ("GATEWAY_ORDERS_URL", "127.0.0.1:50051"),
             ("GATEWAY_UPSTREAM_TIMEOUT_MS", "0"),
         ] {
-            let err =
-                GatewayConfig::from_env(&Env::from_pairs(PREFIX, [(var, value)])).expect_err(var);
+            let env = Env::from_pairs(PREFIX, [(var, value), ("GATEWAY_AUTH", "dev")]);
+            let err = GatewayConfig::from_env(&env).expect_err(var);
             assert_eq!(err.var, var);
         }
     }

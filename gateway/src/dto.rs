@@ -91,9 +91,10 @@ pub struct OrderPage {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"user_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427"}))]
 pub struct CreateAccount {
-    /// The user's id (UUID), chosen by the client.
+    /// The user's id (UUID); if given, it must be the token's user.
+    #[serde(default)]
     #[schema(format = Uuid)]
-    pub user_id: String,
+    pub user_id: Option<String>,
 }
 
 /// Body of `POST /api/v1/accounts/{user_id}/top-up`.
@@ -112,9 +113,10 @@ pub struct TopUp {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"user_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "amount": 2500, "description": "coffee beans"}))]
 pub struct CreateOrder {
-    /// The buyer (UUID).
+    /// The buyer (UUID); if given, it must be the token's user.
+    #[serde(default)]
     #[schema(format = Uuid)]
-    pub user_id: String,
+    pub user_id: Option<String>,
     /// Price in minor units: an integer from 1 to 10^12.
     #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     #[serde(deserialize_with = "minor_units")]
@@ -130,15 +132,48 @@ pub struct CreateOrder {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListOrders {
-    /// Whose orders (UUID).
+    /// Whose orders (UUID); if given, it must be the token's user.
     #[param(format = Uuid)]
-    pub user_id: String,
+    pub user_id: Option<String>,
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page (an order id).
     #[param(format = Uuid)]
     pub cursor: Option<String>,
+}
+
+/// Query of `GET /api/v1/orders/{order_id}/events`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// A live-status token for this order, when no Authorization header can be sent.
+    pub access_token: Option<String>,
+}
+
+/// A token that opens one order's live status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StreamToken {
+    /// Pass as `access_token` to the order's events.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// Body of `POST /api/v1/dev/tokens` (development mode only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevTokenRequest {
+    /// The user the token speaks for (UUID).
+    pub user_id: String,
+}
+
+/// A bearer token, as an OAuth 2 token endpoint answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessToken {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
 }
 
 /// One Server-Sent Event of `GET /api/v1/orders/{order_id}/events`.

@@ -1,14 +1,16 @@
 //! Request extraction that never panics and always answers with a problem
-//! document: strict JSON bodies, UUID path segments, the Idempotency-Key header.
+//! document: the authenticated caller, strict JSON bodies, UUID path
+//! segments, the Idempotency-Key header.
 
 use crate::problem::ApiError;
+use crate::routes::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use shop_proto::error_code::ErrorCode;
-use shop_proto::values::{IdempotencyKey, ValueError};
+use shop_proto::values::{IdempotencyKey, UserId, ValueError};
 
 /// A JSON body (`Content-Type: application/json`, unknown fields refused).
 #[derive(Debug, Clone)]
@@ -117,4 +119,72 @@ pub fn invalid_body(e: ValueError) -> ApiError {
 /// A value rule broken in the path or query: 400.
 pub fn invalid_param(e: ValueError) -> ApiError {
     ApiError::bad_request(e.to_string())
+}
+
+/// The authenticated caller: the user named by the request's bearer token
+/// (`Authorization: Bearer <token>`). Missing, malformed, expired or forged
+/// tokens are 401. A write (POST) also counts against the caller's rate limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller(pub UserId);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers).ok_or_else(|| {
+            ApiError::unauthenticated("a bearer token is required: Authorization: Bearer <token>")
+        })?;
+        let user = state
+            .auth
+            .user(token)
+            .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+        if !parts.method.is_safe() {
+            state.limits.user_write(user)?;
+        }
+        Ok(Self(user))
+    }
+}
+
+impl Caller {
+    /// 403 unless `user` is the caller: a path or body may name only the
+    /// caller's own account.
+    pub fn must_be(&self, user: UserId) -> Result<(), ApiError> {
+        if user == self.0 {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "a token acts only on its own user's account and orders",
+            ))
+        }
+    }
+
+    /// The user a body or query names (it must be the caller), or the
+    /// caller when it names none.
+    pub fn or_named(
+        &self,
+        named: Option<&str>,
+        invalid: fn(ValueError) -> ApiError,
+    ) -> Result<UserId, ApiError> {
+        match named {
+            None => Ok(self.0),
+            Some(raw) => {
+                let user = UserId::parse(raw).map_err(invalid)?;
+                self.must_be(user)?;
+                Ok(user)
+            }
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
 }

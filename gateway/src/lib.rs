@@ -14,9 +14,11 @@
 //! names the `GATEWAY_*` variables. The whole system is described in
 //! `docs/architecture.md`.
 
+pub mod auth;
 pub mod config;
 pub mod dto;
 pub mod extract;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;

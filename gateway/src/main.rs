@@ -1,4 +1,5 @@
-//! `gateway [serve|openapi|health]`: a thin entry point over the library.
+//! `gateway [serve|openapi|token <user_id>|health]`: a thin entry point over
+//! the library.
 
 use shop_gateway::{GatewayConfig, config::PREFIX, startup};
 use shop_runtime::cli::{self, Command};
@@ -27,12 +28,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .run_until_stopped(token)
                 .await
         }
+        "token" => {
+            let user = command
+                .args
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("usage: gateway token <user_id>"))?;
+            let user = shop_proto::values::UserId::parse(user)?;
+            let config = GatewayConfig::from_env(&Env::from_process(PREFIX))?;
+            let token = config.auth.issue(user).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no signing key: set GATEWAY_JWT_SECRET or GATEWAY_JWT_PRIVATE_KEY_FILE"
+                )
+            })?;
+            println!("{token}");
+            Ok(())
+        }
         "health" => {
             let config = GatewayConfig::from_env(&Env::from_process(PREFIX))?;
             startup::check_health(config.listen_addr).await?;
             println!("ok");
             Ok(())
         }
-        _ => Err(command.unknown("`serve`, `openapi` or `health`")),
+        _ => Err(command.unknown("`serve`, `openapi`, `token <user_id>` or `health`")),
     }
 }

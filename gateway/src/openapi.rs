@@ -7,7 +7,7 @@
 
 use crate::dto::{
     Account, CancelReason, CreateAccount, CreateOrder, Health, Order, OrderEvent, OrderPage,
-    OrderStatus, TopUp,
+    OrderStatus, StreamToken, TopUp,
 };
 use crate::problem::Problem;
 use std::sync::Arc;
@@ -19,10 +19,11 @@ use utoipa::OpenApi;
     info(
         title = "shop gateway",
         version = "1.0.0",
-        description = "Accounts, orders and their asynchronous payment. Amounts are integers in minor units (cents), from 1 to 10^12 per operation. Errors are RFC 9457 problem documents with a stable `code`. Every POST accepts an `Idempotency-Key` header.",
+        description = "Accounts, orders and their asynchronous payment. Every API call acts as the user of its bearer token (a JWT whose `sub` is the user id). Amounts are integers in minor units (cents), from 1 to 10^12 per operation. Errors are RFC 9457 problem documents with a stable `code`. Every POST accepts an `Idempotency-Key` header.",
         license(name = "MIT")
     ),
-    components(schemas(Account, Order, OrderEvent, OrderPage, OrderStatus, CancelReason, CreateAccount, TopUp, CreateOrder, Problem, Health)),
+    modifiers(&BearerTokens),
+    components(schemas(Account, Order, OrderEvent, OrderPage, StreamToken, OrderStatus, CancelReason, CreateAccount, TopUp, CreateOrder, Problem, Health)),
     tags(
         (name = "accounts", description = "Accounts and balances (payments service)"),
         (name = "orders", description = "Orders and their live status (orders service)"),
@@ -30,6 +31,29 @@ use utoipa::OpenApi;
     )
 )]
 pub struct ApiDoc;
+
+/// The `bearer` security scheme: a JWT whose `sub` is the user id.
+#[derive(Debug)]
+pub struct BearerTokens;
+
+impl utoipa::Modify for BearerTokens {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A JWT whose `sub` is the caller's user id. In development (`GATEWAY_AUTH=dev`) `POST /api/v1/dev/tokens {\"user_id\"}` issues one.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The finished document as YAML, shared with the handler that serves it.
 #[derive(Debug, Clone)]

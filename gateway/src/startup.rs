@@ -7,7 +7,6 @@ use crate::GatewayConfig;
 use crate::openapi::{self, Document};
 use crate::problem::{ApiError, Call};
 use crate::routes::{self, AppState, ops, ui};
-use crate::upstream::Upstreams;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Extension, State};
@@ -38,7 +37,14 @@ pub fn openapi_yaml() -> String {
 /// Every route with its middleware.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    let (api, doc) = routes::api().split_for_parts();
+    let (mut api, doc) = routes::api().split_for_parts();
+    if state.auth.mode == crate::auth::Mode::Dev {
+        api = api.route(
+            "/api/v1/dev/tokens",
+            axum::routing::post(routes::dev::dev_token),
+        );
+    }
+    let limits = std::sync::Arc::clone(&state.limits);
     let app = api
         .route("/", get(ui::index))
         .route("/assets/app.js", get(ui::app_js))
@@ -47,6 +53,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .layer(Extension(Document::new(&doc)))
         .with_state(state);
     app.merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        .layer(axum::middleware::from_fn_with_state(limits, per_ip_limit))
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(request_timeout, deadline))
@@ -61,6 +68,25 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             tracing::info_span!("http", method = %req.method(), uri = %req.uri(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Writes count against their client IP's rate limit (when the connection's
+/// address is known).
+async fn per_ip_limit(
+    State(limits): State<std::sync::Arc<crate::limits::Limits>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !request.method().is_safe()
+        && let Some(axum::extract::ConnectInfo(peer)) = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>(
+        )
+        && let Err(limited) = limits.ip_write(peer.ip())
+    {
+        return limited.into_response();
+    }
+    next.run(request).await
 }
 
 /// The request's deadline (`GATEWAY_REQUEST_TIMEOUT_MS`): a request still
@@ -108,17 +134,20 @@ impl Application {
 
     /// Serves until `shutdown`, then drains open requests and event streams.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let state = AppState {
-            upstreams: Upstreams::new(&self.config)?,
-            metrics: crate::metrics::handle(),
-            sse_keepalive: self.config.sse_keepalive,
-            shutdown: shutdown.clone(),
-        };
+        if self.config.auth.mode == crate::auth::Mode::Dev {
+            tracing::warn!(
+                "GATEWAY_AUTH=dev: POST /api/v1/dev/tokens gives anyone a token for any user; never face real users with it"
+            );
+        }
+        let state = AppState::new(&self.config, shutdown.clone())?;
         let app = router(state, self.config.request_timeout);
         tracing::info!(addr = %self.listener.local_addr()?, "gateway listening");
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await?;
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
         tracing::info!("stopped");
         Ok(())
     }

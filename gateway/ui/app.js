@@ -5,6 +5,7 @@
 
 const MAX_CENTS = 1_000_000_000_000;
 const STORE_KEY = "shop.user_id";
+const TOKEN_KEY = "shop.token";
 const $ = (id) => document.getElementById(id);
 const watchers = new Map(); // order_id -> EventSource
 
@@ -35,9 +36,49 @@ function clearError() {
   $("error").hidden = true;
 }
 
+/** The subject (user id) of a JWT, or null: the page only reads it, the gateway checks it. */
+function subjectOf(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(payload)).sub || null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Signs in as `userId`: with a pasted token (whose subject is the user), or
+ * else from the development gateway's token route (GATEWAY_AUTH=dev).
+ * Returns the user id the token speaks for.
+ */
+async function signIn(userId) {
+  const pasted = $("token").value.trim();
+  if (pasted) {
+    const subject = subjectOf(pasted);
+    if (!subject) throw new Error("That is not a token: paste the bearer token your shop gave you.");
+    localStorage.setItem(TOKEN_KEY, pasted);
+    return subject;
+  }
+  let response;
+  try {
+    response = await fetch("/api/v1/dev/tokens", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ user_id: userId }),
+    });
+  } catch {
+    throw new Error("The shop cannot be reached. Check your connection and try again.");
+  }
+  if (!response.ok) throw new Error("This shop needs a token: paste the bearer token your shop gave you.");
+  localStorage.setItem(TOKEN_KEY, (await response.json()).access_token);
+  return userId;
+}
+
 /** Calls the API; throws an Error carrying the problem document's detail and code. */
 async function api(method, path, body, idempotencyKey) {
   const headers = { Accept: "application/json" };
+  const token = localStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (idempotencyKey) headers["Idempotency-Key"] = idempotencyKey;
   let response;
@@ -89,7 +130,7 @@ function showAccount(account) {
 }
 
 function showWelcome() {
-  for (const es of watchers.values()) es.close();
+  for (const es of watchers.values()) if (es) es.close();
   watchers.clear();
   $("order-list").replaceChildren();
   $("no-orders").hidden = false;
@@ -123,10 +164,23 @@ function renderOrder(order) {
   $("no-orders").hidden = true;
 }
 
-/** Follows an order's status over SSE until it is final, then refreshes the balance. */
-function watch(orderId) {
+/**
+ * Follows an order's status over SSE until it is final, then refreshes the
+ * balance. EventSource cannot send a header, so it opens the stream with a
+ * short-lived token for this one order.
+ */
+async function watch(orderId) {
   if (watchers.has(orderId)) return;
-  const es = new EventSource(`/api/v1/orders/${orderId}/events`);
+  watchers.set(orderId, null);
+  let token;
+  try {
+    token = (await api("POST", `/api/v1/orders/${orderId}/events-token`)).token;
+  } catch (e) {
+    watchers.delete(orderId);
+    showError(e.message);
+    return;
+  }
+  const es = new EventSource(`/api/v1/orders/${orderId}/events?access_token=${encodeURIComponent(token)}`);
   watchers.set(orderId, es);
   es.addEventListener("order", (event) => {
     const order = JSON.parse(event.data);
@@ -181,7 +235,7 @@ async function checkBackend() {
 function wire() {
   $("open-account").addEventListener("click", (event) =>
     submitting(event.currentTarget, async () => {
-      const userId = crypto.randomUUID();
+      const userId = await signIn(crypto.randomUUID());
       const account = await api("POST", "/api/v1/accounts", { user_id: userId }, `open-${userId}`);
       await enter(account);
     }),
@@ -190,16 +244,19 @@ function wire() {
   $("use-account").addEventListener("submit", (event) => {
     event.preventDefault();
     submitting(event.currentTarget, async () => {
-      const id = $("existing-id").value.trim();
+      let id = $("existing-id").value.trim();
+      if (!id && $("token").value.trim()) id = subjectOf($("token").value.trim()) || "";
       if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) {
         throw new Error("An account id looks like 1b4e28ba-2fa1-11d2-883f-0016d3cca427.");
       }
+      id = await signIn(id);
       await enter(await api("GET", `/api/v1/accounts/${id}`));
     });
   });
 
   $("switch-account").addEventListener("click", () => {
     localStorage.removeItem(STORE_KEY);
+    localStorage.removeItem(TOKEN_KEY);
     clearError();
     showWelcome();
   });
@@ -240,7 +297,7 @@ async function start() {
   checkBackend();
   setInterval(checkBackend, 5000);
   const user = currentUser();
-  if (!user) return showWelcome();
+  if (!user || !localStorage.getItem(TOKEN_KEY)) return showWelcome();
   try {
     await enter(await api("GET", `/api/v1/accounts/${user}`));
   } catch (e) {

@@ -126,6 +126,8 @@ struct Bench {
     orders_db: shop_db::Pool,
     payments_db: shop_db::Pool,
     users: Users,
+    /// Each user's bearer token for the gateway.
+    tokens: std::sync::Arc<std::collections::HashMap<String, String>>,
     resources: Resources,
 }
 
@@ -137,6 +139,15 @@ impl Bench {
             fill_history(&orders_db, &payments_db, history_rows).await;
         }
         let users = open_accounts(&stack, 2_000, 200).await;
+        let base = stack.gateway_url();
+        let tokens = futures::stream::iter(users.funded.iter().chain(&users.broke))
+            .map(|user| {
+                let base = base.clone();
+                async move { (user.clone(), Stack::dev_token(&base, user).await) }
+            })
+            .buffer_unordered(32)
+            .collect::<std::collections::HashMap<_, _>>()
+            .await;
         let pid = |p: Option<u32>| Who::Pid(p.unwrap_or(0));
         let resources = Resources::watch(vec![
             ("gateway", pid(stack.gateway.as_ref().and_then(|g| g.pid()))),
@@ -151,6 +162,7 @@ impl Bench {
             orders_db,
             payments_db,
             users,
+            tokens: std::sync::Arc::new(tokens),
             resources,
         }
     }
@@ -164,6 +176,7 @@ impl Bench {
             Mode::Gateway => Target::Gateway {
                 http: reqwest::Client::new(),
                 base: self.stack.gateway_url(),
+                tokens: std::sync::Arc::clone(&self.tokens),
             },
         }
     }

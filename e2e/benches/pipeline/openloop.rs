@@ -12,6 +12,8 @@ use shop_proto::orders::orders_client::OrdersClient;
 use shop_proto::orders::{CreateOrderRequest, OrderStatus, WatchOrderRequest};
 use shop_proto::payments::TopUpRequest;
 use shop_proto::payments::payments_client::PaymentsClient;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -30,7 +32,12 @@ const MAX_SEND_LAG: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone)]
 pub enum Target {
     /// The gateway's REST API, as shoppers use it.
-    Gateway { http: reqwest::Client, base: String },
+    Gateway {
+        http: reqwest::Client,
+        base: String,
+        /// Each user's bearer token.
+        tokens: Arc<HashMap<String, String>>,
+    },
     /// The services over gRPC directly.
     Grpc {
         orders: Box<OrdersClient<Channel>>,
@@ -242,9 +249,10 @@ async fn order(
 ) -> Outcome {
     let sent = Instant::now();
     let created = match &target {
-        Target::Gateway { http, base } => {
+        Target::Gateway { http, base, tokens } => {
             let response = http
                 .post(format!("{base}/api/v1/orders"))
+                .bearer_auth(tokens.get(&user).map_or("", String::as_str))
                 .header("Idempotency-Key", &key)
                 .json(&json!({"user_id": user, "amount": amount, "description": description}))
                 .send()
@@ -263,7 +271,7 @@ async fn order(
         Target::Grpc { orders, .. } => orders
             .clone()
             .create_order(CreateOrderRequest {
-                user_id: user,
+                user_id: user.clone(),
                 amount,
                 description,
                 idempotency_key: key,
@@ -289,7 +297,7 @@ async fn order(
         Err((server_error, what)) => return Outcome::Failed { server_error, what },
     };
     let watched_ms = if watch {
-        watch_until_final(&target, &id.to_string())
+        watch_until_final(&target, &user, &id.to_string())
             .await
             .then(|| sent.elapsed().as_secs_f64() * 1e3)
     } else {
@@ -299,11 +307,12 @@ async fn order(
 }
 
 /// Follows the order's live status until it is final.
-async fn watch_until_final(target: &Target, id: &str) -> bool {
+async fn watch_until_final(target: &Target, user: &str, id: &str) -> bool {
     match target {
-        Target::Gateway { http, base } => {
+        Target::Gateway { http, base, tokens } => {
             let Ok(mut response) = http
                 .get(format!("{base}/api/v1/orders/{id}/events"))
+                .bearer_auth(tokens.get(user).map_or("", String::as_str))
                 .send()
                 .await
             else {
@@ -344,8 +353,9 @@ async fn watch_until_final(target: &Target, id: &str) -> bool {
 
 async fn top_up(target: Target, user: String, key: String) -> Outcome {
     let failed = match &target {
-        Target::Gateway { http, base } => match http
+        Target::Gateway { http, base, tokens } => match http
             .post(format!("{base}/api/v1/accounts/{user}/top-up"))
+            .bearer_auth(tokens.get(&user).map_or("", String::as_str))
             .header("Idempotency-Key", &key)
             .json(&json!({"amount": 1_000}))
             .send()

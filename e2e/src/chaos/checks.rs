@@ -220,8 +220,10 @@ async fn balances_through_the_api(seen: &Seen, payments: &Pool, gateway: &str) -
             .ok()
             .flatten()
             .map(|r| r.get(0));
+        let token = crate::Stack::dev_token(gateway, user).await;
         let through_api = match http
             .get(format!("{gateway}/api/v1/accounts/{user}"))
+            .bearer_auth(&token)
             .send()
             .await
         {

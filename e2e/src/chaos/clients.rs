@@ -66,8 +66,13 @@ pub async fn shop(base: String, users: Vec<String>, seed: u64, stop: Arc<AtomicB
     let http = reqwest::Client::new();
     let mut rng = Rng::new(seed);
     let mut seen = Seen::default();
+    let mut tokens = HashMap::new();
+    for user in &users {
+        tokens.insert(user.clone(), crate::Stack::dev_token(&base, user).await);
+    }
     while !stop.load(Ordering::Relaxed) {
         let user = users[rng.between(0, users.len() as u64 - 1) as usize].clone();
+        let token = tokens.get(&user).cloned().unwrap_or_default();
         let key = uuid::Uuid::new_v4().to_string();
         match rng.between(0, 9) {
             0..=6 => {
@@ -75,6 +80,7 @@ pub async fn shop(base: String, users: Vec<String>, seed: u64, stop: Arc<AtomicB
                 let body = json!({"user_id": user, "amount": amount, "description": "chaos"});
                 if let Some((200..=299, v)) = write(
                     &http,
+                    &token,
                     &format!("{base}/api/v1/orders"),
                     &key,
                     &body,
@@ -92,6 +98,7 @@ pub async fn shop(base: String, users: Vec<String>, seed: u64, stop: Arc<AtomicB
                 let url = format!("{base}/api/v1/accounts/{user}/top-up");
                 if let Some((200..=299, _)) = write(
                     &http,
+                    &token,
                     &url,
                     &key,
                     &json!({"amount": amount}),
@@ -106,6 +113,7 @@ pub async fn shop(base: String, users: Vec<String>, seed: u64, stop: Arc<AtomicB
             _ => {
                 let status = match http
                     .get(format!("{base}/api/v1/accounts/{user}"))
+                    .bearer_auth(&token)
                     .timeout(Duration::from_secs(5))
                     .send()
                     .await
@@ -127,6 +135,7 @@ pub async fn shop(base: String, users: Vec<String>, seed: u64, stop: Arc<AtomicB
 /// An order key answered twice must name the same order.
 async fn write(
     http: &reqwest::Client,
+    token: &str,
     url: &str,
     key: &str,
     body: &Value,
@@ -150,6 +159,7 @@ async fn write(
         };
         let answer = match http
             .post(url)
+            .bearer_auth(token)
             .header("Idempotency-Key", key)
             .json(body)
             .timeout(timeout)

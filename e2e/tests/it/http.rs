@@ -10,16 +10,19 @@ use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A client acting as one user (with that user's bearer token).
 struct Api {
     base: String,
     http: Client,
+    token: String,
 }
 
 impl Api {
-    fn new(stack: &Stack) -> Self {
+    async fn new(stack: &Stack, user: &str) -> Self {
         Self {
             base: stack.gateway_url(),
             http: Client::new(),
+            token: stack.token(user).await,
         }
     }
 
@@ -29,7 +32,11 @@ impl Api {
         body: Value,
         key: Option<&str>,
     ) -> (StatusCode, Value, Option<String>) {
-        let mut request = self.http.post(format!("{}{path}", self.base)).json(&body);
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body);
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
         }
@@ -47,6 +54,7 @@ impl Api {
         let response = self
             .http
             .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
             .send()
             .await
             .expect("gateway answers");
@@ -104,8 +112,8 @@ fn code(body: &Value) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_top_up_order_and_final_status() {
     let stack = Stack::start_with_gateway().await;
-    let api = Api::new(&stack);
     let user = Uuid::new_v4().to_string();
+    let api = Api::new(&stack, &user).await;
 
     let (status, account, location) = api
         .post("/api/v1/accounts", json!({"user_id": user}), None)
@@ -177,17 +185,59 @@ async fn account_top_up_order_and_final_status() {
         (Some("CANCELLED"), Some("INSUFFICIENT_FUNDS"))
     );
     let stranger = Uuid::new_v4().to_string();
-    let orphan = api.order(&stranger, 10).await;
-    let cancelled = api.final_order(&orphan).await;
+    let as_stranger = Api::new(&stack, &stranger).await;
+    let orphan = as_stranger.order(&stranger, 10).await;
+    let cancelled = as_stranger.final_order(&orphan).await;
     assert_eq!(cancelled["cancel_reason"], "ACCOUNT_NOT_FOUND");
     assert_eq!(api.balance(&user).await, 3000);
 
-    let (status, missing) = api.get(&format!("/api/v1/accounts/{stranger}")).await;
+    // Nobody reads or changes another user's account or orders.
+    let (status, forbidden) = as_stranger.get(&format!("/api/v1/accounts/{user}")).await;
+    assert_eq!(
+        (status, code(&forbidden)),
+        (StatusCode::FORBIDDEN, "FORBIDDEN")
+    );
+    let (status, forbidden, _) = as_stranger
+        .post(
+            &format!("/api/v1/accounts/{user}/top-up"),
+            json!({"amount": 1}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, code(&forbidden)),
+        (StatusCode::FORBIDDEN, "FORBIDDEN")
+    );
+    let (status, hidden) = as_stranger.get(&format!("/api/v1/orders/{id}")).await;
+    assert_eq!(
+        (status, code(&hidden)),
+        (StatusCode::NOT_FOUND, "ORDER_NOT_FOUND")
+    );
+    let (status, forbidden) = as_stranger
+        .get(&format!("/api/v1/orders?user_id={user}"))
+        .await;
+    assert_eq!(
+        (status, code(&forbidden)),
+        (StatusCode::FORBIDDEN, "FORBIDDEN")
+    );
+    let anonymous = api
+        .http
+        .get(format!("{}/api/v1/accounts/{user}", api.base))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    assert_eq!(api.balance(&user).await, 3000, "nothing changed");
+
+    let (status, missing) = as_stranger
+        .get(&format!("/api/v1/accounts/{stranger}"))
+        .await;
     assert_eq!(
         (status, code(&missing)),
         (StatusCode::NOT_FOUND, "ACCOUNT_NOT_FOUND")
     );
-    let (status, missing, _) = api
+    let (status, missing, _) = as_stranger
         .post(
             &format!("/api/v1/accounts/{stranger}/top-up"),
             json!({"amount": 1}),
@@ -213,14 +263,15 @@ async fn account_top_up_order_and_final_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_stream_the_status_until_it_is_final() {
     let stack = Stack::start_with_gateway().await;
-    let api = Api::new(&stack);
     let user = Uuid::new_v4().to_string();
+    let api = Api::new(&stack, &user).await;
     api.open_account(&user, 1_000).await;
     let id = api.order(&user, 400).await;
 
     let mut response = api
         .http
         .get(format!("{}/api/v1/orders/{id}/events", api.base))
+        .bearer_auth(&api.token)
         .send()
         .await
         .expect("stream opens");
@@ -252,10 +303,42 @@ async fn events_stream_the_status_until_it_is_final() {
     );
     assert!(orders.iter().all(|o| o["order_id"] == id.as_str()));
 
-    // A reconnect gets the current (final) state again, then the end.
-    let again = api
+    // Without a header (as a browser's EventSource), a token for this one
+    // order opens it; nothing else does. A reconnect gets the current
+    // (final) state again, then the end.
+    let unauthenticated = api
         .http
         .get(format!("{}/api/v1/orders/{id}/events", api.base))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+    let (status, stream_token, _) = api
+        .post(
+            &format!("/api/v1/orders/{id}/events-token"),
+            json!({}),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stream_token}");
+    let token = stream_token["token"].as_str().expect("token").to_owned();
+    let other_order = api.order(&user, 1).await;
+    let wrong_order = api
+        .http
+        .get(format!(
+            "{}/api/v1/orders/{other_order}/events?access_token={token}",
+            api.base
+        ))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(wrong_order.status(), StatusCode::UNAUTHORIZED);
+    let again = api
+        .http
+        .get(format!(
+            "{}/api/v1/orders/{id}/events?access_token={token}",
+            api.base
+        ))
         .send()
         .await
         .expect("stream opens")
@@ -276,8 +359,8 @@ async fn events_stream_the_status_until_it_is_final() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_orders_and_pagination() {
     let stack = Stack::start_with_gateway().await;
-    let api = Api::new(&stack);
     let user = Uuid::new_v4().to_string();
+    let api = Api::new(&stack, &user).await;
     api.open_account(&user, 100_000).await;
 
     let body = json!({"user_id": user, "amount": 100, "description": "same"});

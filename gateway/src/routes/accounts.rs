@@ -2,7 +2,7 @@
 
 use super::AppState;
 use crate::dto::{Account, CreateAccount, TopUp};
-use crate::extract::{ApiJson, IdempotencyKeyHeader, invalid_body, invalid_param};
+use crate::extract::{ApiJson, Caller, IdempotencyKeyHeader, invalid_body, invalid_param};
 use crate::problem::{ApiError, Problem};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -18,6 +18,7 @@ fn account(a: Option<pb::Account>) -> Result<Account, ApiError> {
 /// Open the user's account with a balance of 0.
 #[utoipa::path(
     post, path = "/api/v1/accounts", tag = "accounts",
+    security(("bearer" = [])),
     request_body = CreateAccount,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[ -~]+$", description = "Makes the request safe to retry: the same key returns the account instead of 409 (at most 255 characters)")),
     responses(
@@ -29,6 +30,9 @@ fn account(a: Option<pb::Account>) -> Result<Account, ApiError> {
                 ("ListOrders" = (operation_id = "list_orders", parameters(("user_id" = "$response.body#/user_id")))),
             )),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The path, body or query names another user (`FORBIDDEN`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many writes (`RATE_LIMITED`); see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The user already has an account (`ACCOUNT_EXISTS`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
@@ -40,10 +44,11 @@ fn account(a: Option<pb::Account>) -> Result<Account, ApiError> {
 )]
 pub async fn create_account(
     State(state): State<AppState>,
+    caller: Caller,
     key: IdempotencyKeyHeader,
     ApiJson(body): ApiJson<CreateAccount>,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<Account>), ApiError> {
-    let user = UserId::parse(&body.user_id).map_err(invalid_body)?;
+    let user = caller.or_named(body.user_id.as_deref(), invalid_body)?;
     let response = state
         .upstreams
         .payments
@@ -66,10 +71,13 @@ pub async fn create_account(
 /// The account with its current balance.
 #[utoipa::path(
     get, path = "/api/v1/accounts/{user_id}", tag = "accounts",
+    security(("bearer" = [])),
     params(("user_id" = String, Path, format = Uuid, description = "The user's id")),
     responses(
         (status = 200, description = "The account", body = Account),
         (status = 400, description = "`user_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The path, body or query names another user (`FORBIDDEN`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No account (`ACCOUNT_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The payments service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The payments service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
@@ -78,9 +86,11 @@ pub async fn create_account(
 )]
 pub async fn get_account(
     State(state): State<AppState>,
+    caller: Caller,
     Path(user_id): Path<String>,
 ) -> Result<Json<Account>, ApiError> {
     let user = UserId::parse(&user_id).map_err(invalid_param)?;
+    caller.must_be(user)?;
     let response = state
         .upstreams
         .payments
@@ -95,6 +105,7 @@ pub async fn get_account(
 /// Credit the account.
 #[utoipa::path(
     post, path = "/api/v1/accounts/{user_id}/top-up", tag = "accounts",
+    security(("bearer" = [])),
     request_body = TopUp,
     params(
         ("user_id" = String, Path, format = Uuid, description = "The user's id"),
@@ -104,6 +115,9 @@ pub async fn get_account(
         (status = 200, description = "The account with its new balance", body = Account,
             links(("GetAccount" = (operation_id = "get_account", parameters(("user_id" = "$response.body#/user_id")))))),
         (status = 400, description = "Malformed JSON, `user_id` or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The path, body or query names another user (`FORBIDDEN`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many writes (`RATE_LIMITED`); see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No account (`ACCOUNT_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
@@ -115,11 +129,13 @@ pub async fn get_account(
 )]
 pub async fn top_up(
     State(state): State<AppState>,
+    caller: Caller,
     Path(user_id): Path<String>,
     key: IdempotencyKeyHeader,
     ApiJson(body): ApiJson<TopUp>,
 ) -> Result<Json<Account>, ApiError> {
     let user = UserId::parse(&user_id).map_err(invalid_param)?;
+    caller.must_be(user)?;
     let amount = Amount::try_from(body.amount).map_err(invalid_body)?;
     let response = state
         .upstreams

@@ -3,13 +3,18 @@
 //! description.
 
 pub mod accounts;
+pub mod dev;
 pub mod ops;
 pub mod orders;
 pub mod ui;
 
+use crate::GatewayConfig;
+use crate::auth::Auth;
+use crate::limits::Limits;
 use crate::openapi::ApiDoc;
 use crate::upstream::Upstreams;
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -24,6 +29,24 @@ pub struct AppState {
     pub sse_keepalive: Duration,
     /// Cancelled on shutdown: ends open event streams so draining finishes.
     pub shutdown: CancellationToken,
+    /// Checks (and in dev mode issues) bearer tokens.
+    pub auth: Arc<Auth>,
+    /// Abuse limits on writes.
+    pub limits: Arc<Limits>,
+}
+
+impl AppState {
+    /// The state of a gateway configured by `config`.
+    pub fn new(config: &GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        Ok(Self {
+            upstreams: Upstreams::new(config)?,
+            metrics: crate::metrics::handle(),
+            sse_keepalive: config.sse_keepalive,
+            shutdown,
+            auth: Arc::new(config.auth.clone()),
+            limits: Arc::clone(&config.limits),
+        })
+    }
 }
 
 /// Every documented route, registered once: the router and the OpenAPI
@@ -36,6 +59,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(orders::create_order, orders::list_orders))
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::order_events))
+        .routes(routes!(orders::events_token))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

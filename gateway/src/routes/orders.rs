@@ -1,15 +1,19 @@
 //! `/api/v1/orders`: create, list, read and watch orders (orders service).
 
 use super::AppState;
-use crate::dto::{CreateOrder, ListOrders, Order, OrderEvent, OrderPage};
-use crate::extract::{ApiJson, ApiQuery, IdempotencyKeyHeader, invalid_body, invalid_param};
+use crate::auth::{AuthError, STREAM_TTL};
+use crate::dto::{CreateOrder, EventsQuery, ListOrders, Order, OrderEvent, OrderPage, StreamToken};
+use crate::extract::{
+    ApiJson, ApiQuery, Caller, IdempotencyKeyHeader, bearer, invalid_body, invalid_param,
+};
 use crate::problem::{ApiError, Problem};
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use futures::StreamExt;
+use shop_proto::error_code::ErrorCode;
 use shop_proto::orders as pb;
 use shop_proto::values::{Amount, DEFAULT_PAGE, Description, MAX_PAGE, OrderId, UserId};
 use std::convert::Infallible;
@@ -22,6 +26,7 @@ fn order(o: Option<pb::Order>) -> Result<Order, ApiError> {
 /// Create an order; its payment runs asynchronously.
 #[utoipa::path(
     post, path = "/api/v1/orders", tag = "orders",
+    security(("bearer" = [])),
     request_body = CreateOrder,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[ -~]+$", description = "Scoped per user: the same key with the same body returns the same order; with another body it is 422 `IDEMPOTENCY_KEY_REUSED`")),
     responses(
@@ -33,6 +38,9 @@ fn order(o: Option<pb::Order>) -> Result<Order, ApiError> {
                 ("ListOrders" = (operation_id = "list_orders", parameters(("user_id" = "$response.body#/user_id")))),
             )),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The path, body or query names another user (`FORBIDDEN`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many writes (`RATE_LIMITED`); see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`INVALID_AMOUNT`, `IDEMPOTENCY_KEY_REUSED` or another invalid field", body = Problem, content_type = "application/problem+json"),
@@ -43,10 +51,11 @@ fn order(o: Option<pb::Order>) -> Result<Order, ApiError> {
 )]
 pub async fn create_order(
     State(state): State<AppState>,
+    caller: Caller,
     key: IdempotencyKeyHeader,
     ApiJson(body): ApiJson<CreateOrder>,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<Order>), ApiError> {
-    let user = UserId::parse(&body.user_id).map_err(invalid_body)?;
+    let user = caller.or_named(body.user_id.as_deref(), invalid_body)?;
     let amount = Amount::try_from(body.amount).map_err(invalid_body)?;
     let description = Description::parse(&body.description).map_err(invalid_body)?;
     let response = state
@@ -73,10 +82,13 @@ pub async fn create_order(
 /// The user's orders, newest first, one page at a time.
 #[utoipa::path(
     get, path = "/api/v1/orders", tag = "orders",
+    security(("bearer" = [])),
     params(ListOrders),
     responses(
         (status = 200, description = "One page", body = OrderPage),
         (status = 400, description = "Bad `user_id`, `limit` or `cursor`, or an unknown parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The path, body or query names another user (`FORBIDDEN`)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "No answer in time: `UPSTREAM_TIMEOUT` for a read; `OUTCOME_UNKNOWN` for a write, which may have been applied — retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
@@ -84,9 +96,14 @@ pub async fn create_order(
 )]
 pub async fn list_orders(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<ListOrders>,
 ) -> Result<Json<OrderPage>, ApiError> {
-    let user = UserId::parse(&query.user_id).map_err(invalid_param)?;
+    let user = caller.or_named(query.user_id.as_deref(), invalid_param)?;
+    // A cursor is an order id; an empty one is not "no cursor".
+    if let Some(cursor) = &query.cursor {
+        OrderId::parse(cursor).map_err(invalid_param)?;
+    }
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_request(format!(
@@ -113,10 +130,12 @@ pub async fn list_orders(
 /// One order with its status.
 #[utoipa::path(
     get, path = "/api/v1/orders/{order_id}", tag = "orders",
+    security(("bearer" = [])),
     params(("order_id" = String, Path, format = Uuid, description = "The order's id")),
     responses(
         (status = 200, description = "The order", body = Order),
         (status = 400, description = "`order_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order (`ORDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
@@ -125,9 +144,16 @@ pub async fn list_orders(
 )]
 pub async fn get_order(
     State(state): State<AppState>,
+    caller: Caller,
     Path(order_id): Path<String>,
 ) -> Result<Json<Order>, ApiError> {
     let id = OrderId::parse(&order_id).map_err(invalid_param)?;
+    Ok(Json(owned_order(&state, caller.0, id).await?))
+}
+
+/// The order, if `user` placed it; someone else's order is "not found",
+/// so its existence is not revealed.
+async fn owned_order(state: &AppState, user: UserId, id: OrderId) -> Result<Order, ApiError> {
     let response = state
         .upstreams
         .orders
@@ -136,7 +162,54 @@ pub async fn get_order(
             order_id: id.to_string(),
         }))
         .await?;
-    Ok(Json(order(response.into_inner().order)?))
+    let found = order(response.into_inner().order)?;
+    if found.user_id == user.to_string() {
+        Ok(found)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::OrderNotFound.as_str(),
+            format!("order {id} not found"),
+        ))
+    }
+}
+
+/// A token that opens this order's live status for five minutes, for
+/// clients that cannot send headers (a browser's EventSource): pass it as
+/// `?access_token=` to `GET /api/v1/orders/{order_id}/events`.
+#[utoipa::path(
+    post, path = "/api/v1/orders/{order_id}/events-token", tag = "orders",
+    security(("bearer" = [])),
+    params(("order_id" = String, Path, format = Uuid, description = "The order's id")),
+    responses(
+        (status = 200, description = "The token and its lifetime in seconds", body = StreamToken),
+        (status = 400, description = "`order_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order of yours (`ORDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many writes (`RATE_LIMITED`); see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "No answer in time (`UPSTREAM_TIMEOUT`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn events_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(order_id): Path<String>,
+) -> Result<Json<StreamToken>, ApiError> {
+    let id = OrderId::parse(&order_id).map_err(invalid_param)?;
+    owned_order(&state, caller.0, id).await?;
+    let token = state.auth.issue_stream(caller.0, id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "NO_SIGNING_KEY",
+            "this gateway holds no signing key (GATEWAY_JWT_PRIVATE_KEY_FILE)",
+        )
+    })?;
+    Ok(Json(StreamToken {
+        token,
+        expires_in: STREAM_TTL.as_secs(),
+    }))
 }
 
 /// Live status as Server-Sent Events: an `order` event with the current state,
@@ -144,11 +217,16 @@ pub async fn get_order(
 /// starts again with the current state.
 #[utoipa::path(
     get, path = "/api/v1/orders/{order_id}/events", tag = "orders",
-    params(("order_id" = String, Path, format = Uuid, description = "The order's id")),
+    security(("bearer" = [])),
+    params(
+        ("order_id" = String, Path, format = Uuid, description = "The order's id"),
+        ("access_token" = Option<String>, Query, description = "For clients that cannot send an Authorization header (EventSource): a token from `POST /api/v1/orders/{order_id}/events-token`"),
+    ),
     responses(
         (status = 200, description = "`text/event-stream` of `event: order` messages whose data is an Order (JSON), or a final `event: error` whose data is a Problem; keep-alive comments in between", content_type = "text/event-stream", body = OrderEvent,
             example = "event: order\ndata: {\"order_id\":\"01a20313-52c7-766a-a3c1-a455e1fec196\",\"status\":\"NEW\",...}\n\nevent: order\ndata: {\"order_id\":\"01a20313-52c7-766a-a3c1-a455e1fec196\",\"status\":\"FINISHED\",...}\n\n"),
         (status = 400, description = "`order_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order (`ORDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
@@ -157,9 +235,18 @@ pub async fn get_order(
 )]
 pub async fn order_events(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(order_id): Path<String>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = OrderId::parse(&order_id).map_err(invalid_param)?;
+    let user = match (bearer(&headers), query.access_token.as_deref()) {
+        (Some(token), _) => state.auth.user(token),
+        (None, Some(token)) => state.auth.stream_user(token, id),
+        (None, None) => Err(AuthError::Missing),
+    }
+    .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+    owned_order(&state, user, id).await?;
     let changes = state
         .upstreams
         .orders_stream_client()

@@ -1,5 +1,7 @@
-//! Integration tests of the gateway: the real router, upstreams over real
-//! sockets (unreachable, silent or dropping the connection).
+//! Integration tests of the gateway: the real router, authentication and
+//! rate limits, upstreams over real sockets (unreachable, silent or dropping
+//! the connection).
 
+mod auth;
 mod router;
 mod upstreams;

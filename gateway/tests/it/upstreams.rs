@@ -8,14 +8,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use shop_gateway::problem::Problem;
-use shop_gateway::routes::AppState;
-use shop_gateway::upstream::Upstreams;
-use shop_gateway::{GatewayConfig, router};
-use shop_runtime::Env;
-use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 const USER: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
@@ -50,22 +44,11 @@ async fn dropping_upstream() -> String {
 }
 
 fn app(upstream: &str) -> Router {
-    let env = Env::from_pairs(
-        "GATEWAY_",
-        [
-            ("GATEWAY_ORDERS_URL", upstream),
-            ("GATEWAY_PAYMENTS_URL", upstream),
-            ("GATEWAY_UPSTREAM_TIMEOUT_MS", "300"),
-        ],
-    );
-    let config = GatewayConfig::from_env(&env).expect("config");
-    let state = AppState {
-        upstreams: Upstreams::new(&config).expect("upstreams"),
-        metrics: shop_gateway::metrics::handle(),
-        sse_keepalive: Duration::from_secs(15),
-        shutdown: CancellationToken::new(),
-    };
-    router(state, Duration::from_secs(10))
+    crate::router::app_with(&crate::router::env(&[
+        ("GATEWAY_ORDERS_URL", upstream),
+        ("GATEWAY_PAYMENTS_URL", upstream),
+        ("GATEWAY_UPSTREAM_TIMEOUT_MS", "300"),
+    ]))
 }
 
 async fn problem(app: Router, request: Request<Body>) -> (StatusCode, Option<String>, Problem) {
@@ -90,6 +73,10 @@ async fn problem(app: Router, request: Request<Body>) -> (StatusCode, Option<Str
 fn create_order() -> Request<Body> {
     Request::post("/api/v1/orders")
         .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", crate::router::token(USER)),
+        )
         .header("idempotency-key", "order-1")
         .body(Body::from(format!(
             "{{\"user_id\":\"{USER}\",\"amount\":100,\"description\":\"x\"}}"
@@ -99,6 +86,10 @@ fn create_order() -> Request<Body> {
 
 fn get_account() -> Request<Body> {
     Request::get(format!("/api/v1/accounts/{USER}"))
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", crate::router::token(USER)),
+        )
         .body(Body::empty())
         .expect("request")
 }
