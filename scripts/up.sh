@@ -37,6 +37,7 @@ fi
 cat <<INFO
 
   gateway   HTTP  http://127.0.0.1:8080     REST API (curl examples in README.md)
+            tokens: POST /api/v1/dev/tokens {"user_id"} (GATEWAY_AUTH=dev: never face real users)
             docs  http://127.0.0.1:8080/docs           Swagger UI
             spec  http://127.0.0.1:8080/openapi.yaml   OpenAPI 3.1
             ops   http://127.0.0.1:8080/healthz  /readyz  /metrics
