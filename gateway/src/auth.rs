@@ -15,7 +15,8 @@
 //!
 //! Browsers' EventSource cannot send headers, so a live status stream also
 //! accepts `?access_token=`: a short-lived token for that one order
-//! (`POST /api/v1/orders/{order_id}/events-token`).
+//! (`POST /api/v1/orders/{order_id}/events-token`), signed with the
+//! gateway's own key (`GATEWAY_STREAM_TOKEN_SECRET`, random when unset).
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,10 @@ pub struct Auth {
     leeway: Duration,
     /// Lifetime of the tokens this gateway issues.
     pub token_ttl: Duration,
+    /// The gateway's own HMAC key for live-status tokens, independent of the
+    /// identity provider's keys (so no provider private key is needed).
+    stream_encoding: EncodingKey,
+    stream_decoding: DecodingKey,
 }
 
 impl std::fmt::Debug for Auth {
@@ -90,7 +95,11 @@ impl Auth {
         };
         let issuer = env.string_or("JWT_ISSUER", "shop");
         let audience = env.string_or("JWT_AUDIENCE", "shop-api");
-        let leeway = Duration::from_secs(env.parse_or("JWT_LEEWAY_S", 30)?);
+        let leeway_s: u64 = env.parse_or("JWT_LEEWAY_S", 30)?;
+        if leeway_s > 300 {
+            return Err(env.invalid("JWT_LEEWAY_S", &leeway_s.to_string(), "must be at most 300"));
+        }
+        let leeway = Duration::from_secs(leeway_s);
         let token_ttl = env.millis_or("JWT_TTL_MS", Duration::from_secs(3600))?;
         let read = |name: &str| -> Result<Option<Vec<u8>>, ConfigError> {
             env.raw(name)
@@ -113,6 +122,15 @@ impl Auth {
             (Some(secret), None) => {
                 if secret.len() < 32 {
                     return Err(env.invalid("JWT_SECRET", "(hidden)", "must be at least 32 bytes"));
+                }
+                // The development and demo secrets are public (they are in
+                // this repository): never accept them in production mode.
+                if mode == Mode::Jwt && secret.contains("never-use-in-production") {
+                    return Err(env.invalid(
+                        "JWT_SECRET",
+                        "(hidden)",
+                        "this is a published development secret; GATEWAY_AUTH=jwt needs your own",
+                    ));
                 }
                 let bytes = secret.into_bytes();
                 (
@@ -163,6 +181,21 @@ impl Auth {
                 ));
             }
         };
+        let stream_secret = match env.raw("STREAM_TOKEN_SECRET") {
+            Some(secret) if secret.len() >= 32 => secret.as_bytes().to_vec(),
+            Some(_) => {
+                return Err(env.invalid(
+                    "STREAM_TOKEN_SECRET",
+                    "(hidden)",
+                    "must be at least 32 bytes",
+                ));
+            }
+            // One gateway: a key of its own, made at start. Several replicas
+            // behind one address share GATEWAY_STREAM_TOKEN_SECRET.
+            None => (0..2)
+                .flat_map(|_| uuid::Uuid::new_v4().into_bytes())
+                .collect(),
+        };
         Ok(Self {
             mode,
             decoding,
@@ -172,12 +205,14 @@ impl Auth {
             audience,
             leeway,
             token_ttl,
+            stream_encoding: EncodingKey::from_secret(&stream_secret),
+            stream_decoding: DecodingKey::from_secret(&stream_secret),
         })
     }
 
     /// The user a bearer access token speaks for.
     pub fn user(&self, token: &str) -> Result<UserId, AuthError> {
-        let claims = self.decode(token, &self.audience)?;
+        let claims = self.decode(token, &self.audience, self.algorithm, &self.decoding)?;
         if claims.order.is_some() {
             return Err(AuthError::Invalid);
         }
@@ -186,7 +221,12 @@ impl Auth {
 
     /// The user a live-status token speaks for, if it was issued for `order`.
     pub fn stream_user(&self, token: &str, order: OrderId) -> Result<UserId, AuthError> {
-        let claims = self.decode(token, &self.stream_audience())?;
+        let claims = self.decode(
+            token,
+            &self.stream_audience(),
+            Algorithm::HS256,
+            &self.stream_decoding,
+        )?;
         if claims.order.as_deref() != Some(order.to_string().as_str()) {
             return Err(AuthError::Invalid);
         }
@@ -195,12 +235,29 @@ impl Auth {
 
     /// An access token for `user`, if this gateway holds a signing key.
     pub fn issue(&self, user: UserId) -> Option<String> {
-        self.sign(user, None, &self.audience, self.token_ttl)
+        let key = self.encoding.as_ref()?;
+        self.sign(
+            user,
+            None,
+            &self.audience,
+            self.token_ttl,
+            self.algorithm,
+            key,
+        )
     }
 
     /// A token that opens `order`'s live status for five minutes.
     pub fn issue_stream(&self, user: UserId, order: OrderId) -> Option<String> {
-        self.sign(user, Some(order), &self.stream_audience(), STREAM_TTL)
+        let audience = self.stream_audience();
+        let key = &self.stream_encoding;
+        self.sign(
+            user,
+            Some(order),
+            &audience,
+            STREAM_TTL,
+            Algorithm::HS256,
+            key,
+        )
     }
 
     fn stream_audience(&self) -> String {
@@ -213,8 +270,9 @@ impl Auth {
         order: Option<OrderId>,
         aud: &str,
         ttl: Duration,
+        algorithm: Algorithm,
+        key: &EncodingKey,
     ) -> Option<String> {
-        let key = self.encoding.as_ref()?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
         let claims = Claims {
             sub: user.to_string(),
@@ -224,16 +282,22 @@ impl Auth {
             iat: now,
             order: order.map(|o| o.to_string()),
         };
-        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, key).ok()
+        jsonwebtoken::encode(&Header::new(algorithm), &claims, key).ok()
     }
 
-    fn decode(&self, token: &str, audience: &str) -> Result<Claims, AuthError> {
-        let mut validation = Validation::new(self.algorithm);
+    fn decode(
+        &self,
+        token: &str,
+        audience: &str,
+        algorithm: Algorithm,
+        key: &DecodingKey,
+    ) -> Result<Claims, AuthError> {
+        let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         validation.leeway = self.leeway.as_secs();
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+        jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map(|data| data.claims)
             .map_err(|_| AuthError::Invalid)
     }
@@ -257,6 +321,17 @@ mod tests {
         assert_eq!(err.var, "GATEWAY_JWT_SECRET");
         let short = Env::from_pairs("GATEWAY_", [("GATEWAY_JWT_SECRET", "short")]);
         assert!(Auth::from_env(&short).is_err());
+        let published = Env::from_pairs(
+            "GATEWAY_",
+            [(
+                "GATEWAY_JWT_SECRET",
+                "dev-only-secret-never-use-in-production",
+            )],
+        );
+        assert!(
+            Auth::from_env(&published).is_err(),
+            "the published dev secret"
+        );
     }
 
     #[test]

@@ -53,6 +53,15 @@ impl Limits {
         })
     }
 
+    /// Drops the state of clients whose bucket is full again (they have
+    /// been quiet long enough), so the maps do not grow without bound.
+    pub fn forget_idle(&self) {
+        self.per_user.retain_recent();
+        self.per_user.shrink_to_fit();
+        self.per_ip.retain_recent();
+        self.per_ip.shrink_to_fit();
+    }
+
     /// One write by `user`.
     pub fn user_write(&self, user: UserId) -> Result<(), ApiError> {
         self.per_user

@@ -65,7 +65,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-")
                 .to_owned();
-            tracing::info_span!("http", method = %req.method(), uri = %req.uri(), request_id = %id)
+            // The path only: a query may carry a live-status token.
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
@@ -140,6 +141,19 @@ impl Application {
             );
         }
         let state = AppState::new(&self.config, shutdown.clone())?;
+        // The rate limiters forget clients that have been quiet, so their
+        // memory stays bounded.
+        let limits = std::sync::Arc::clone(&state.limits);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = every.tick() => limits.forget_idle(),
+                }
+            }
+        });
         let app = router(state, self.config.request_timeout);
         tracing::info!(addr = %self.listener.local_addr()?, "gateway listening");
         axum::serve(

@@ -199,11 +199,12 @@ pub async fn events_token(
 ) -> Result<Json<StreamToken>, ApiError> {
     let id = OrderId::parse(&order_id).map_err(invalid_param)?;
     owned_order(&state, caller.0, id).await?;
+    // HMAC signing with the gateway's own key cannot fail: a failure is a bug.
     let token = state.auth.issue_stream(caller.0, id).ok_or_else(|| {
         ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "NO_SIGNING_KEY",
-            "this gateway holds no signing key (GATEWAY_JWT_PRIVATE_KEY_FILE)",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal.as_str(),
+            "internal error",
         )
     })?;
     Ok(Json(StreamToken {
@@ -236,16 +237,24 @@ pub async fn events_token(
 pub async fn order_events(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Path(order_id): Path<String>,
-    ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let id = OrderId::parse(&order_id).map_err(invalid_param)?;
-    let user = match (bearer(&headers), query.access_token.as_deref()) {
-        (Some(token), _) => state.auth.user(token),
-        (None, Some(token)) => state.auth.stream_user(token, id),
-        (None, None) => Err(AuthError::Missing),
+    // Who is asking comes first: without a valid token nothing else is said.
+    let id = OrderId::parse(&order_id);
+    let query = axum::extract::Query::<EventsQuery>::try_from_uri(&uri).ok();
+    let stream_token = query.as_ref().and_then(|q| q.access_token.as_deref());
+    let user = match (bearer(&headers), stream_token, &id) {
+        (Some(token), _, _) => state.auth.user(token),
+        (None, Some(token), Ok(id)) => state.auth.stream_user(token, *id),
+        (None, Some(_), Err(_)) => Err(AuthError::Invalid),
+        (None, None, _) => Err(AuthError::Missing),
     }
     .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+    let id = id.map_err(invalid_param)?;
+    // Unknown query parameters are refused, as everywhere.
+    axum::extract::Query::<EventsQuery>::try_from_uri(&uri)
+        .map_err(|e| ApiError::bad_request(e.body_text()))?;
     owned_order(&state, user, id).await?;
     let changes = state
         .upstreams

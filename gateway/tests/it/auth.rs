@@ -294,3 +294,18 @@ async fn too_many_writes_are_429_until_the_bucket_refills() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn without_a_token_nothing_else_about_a_stream_request_is_answered() {
+    let app = app_with(&env(&[]));
+    let (status, challenge, _) = call(
+        app,
+        "GET",
+        "/api/v1/orders/not-a-uuid/events?x=1",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(challenge.is_some());
+}

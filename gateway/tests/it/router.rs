@@ -25,6 +25,10 @@ pub fn env(extra: &[(&str, &str)]) -> Env {
         ("GATEWAY_PAYMENTS_URL", "http://127.0.0.1:1"),
         ("GATEWAY_UPSTREAM_TIMEOUT_MS", "2000"),
         ("GATEWAY_JWT_SECRET", SECRET),
+        (
+            "GATEWAY_STREAM_TOKEN_SECRET",
+            "router-tests-stream-secret-0123456789",
+        ),
     ];
     pairs.extend_from_slice(extra);
     Env::from_pairs("GATEWAY_", pairs)
