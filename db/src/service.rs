@@ -92,6 +92,32 @@ impl ServiceConfig {
     }
 }
 
+impl ServiceConfig {
+    /// Connects to the service's database and applies every pending
+    /// migration (under an advisory lock, so replicas may start together).
+    pub async fn open_database(&self, migrations: &[Migration]) -> anyhow::Result<Pool> {
+        let pool = pool::connect(&self.database).await?;
+        migrate::run(&pool, migrations).await?;
+        Ok(pool)
+    }
+
+    /// Creates both topics with the configured layout (existing ones stay).
+    pub async fn create_topics(&self) -> anyhow::Result<()> {
+        let topics = &self.kafka.topics;
+        self.kafka
+            .ensure_topics(&[&topics.requests, &topics.results])
+            .await
+            .with_context(|| format!("cannot create topics on {}", self.kafka.brokers))
+    }
+
+    /// Binds the gRPC listener (port 0 picks a free one).
+    pub async fn bind(&self) -> anyhow::Result<TcpListener> {
+        TcpListener::bind(self.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", self.listen_addr))
+    }
+}
+
 /// A service with every part built, ready to run. Each service's
 /// `startup::build` fills it in, in plain sight.
 #[derive(Debug)]

@@ -10,16 +10,14 @@ use crate::config::{OrdersConfig, SPEC};
 use crate::grpc::{OrdersGrpc, OrdersServer};
 use crate::on_payment_completed::OnPaymentCompleted;
 use crate::persistence;
-use anyhow::Context;
 use shop_db::inbox::InboxConsumer;
 use shop_db::listen::Listener;
 use shop_db::outbox::{self, RelayWake};
+use shop_db::pool;
 use shop_db::relay::Relay;
 use shop_db::retention::Retention;
 use shop_db::service::Service;
-use shop_db::{migrate, pool};
 use shop_runtime::grpc;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Builds every part of the orders service; nothing runs until
@@ -28,14 +26,9 @@ pub async fn build(
     config: &OrdersConfig,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Service<OnPaymentCompleted>> {
-    let pool = pool::connect(&config.database).await?;
-    migrate::run(&pool, &persistence::migrations()?).await?;
+    let pool = config.open_database(&persistence::migrations()?).await?;
+    config.create_topics().await?;
     let topics = &config.kafka.topics;
-    config
-        .kafka
-        .ensure_topics(&[&topics.requests, &topics.results])
-        .await
-        .with_context(|| format!("cannot create topics on {}", config.kafka.brokers))?;
 
     // NOTIFY fan-out: status changes for watchers (from any replica), and
     // outside writers' hints for the relay.
@@ -71,9 +64,7 @@ pub async fn build(
     let (health, router) = grpc::base_router(SPEC.grpc_service)?;
     health.serving().await;
     let router = router.add_service(OrdersServer::new(orders));
-    let listener = TcpListener::bind(config.listen_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+    let listener = config.bind().await?;
 
     let retention = Retention::new(
         pool.clone(),

@@ -151,3 +151,52 @@ async fn a_row_that_keeps_failing_is_parked_and_the_rest_still_publish() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_broker_that_cannot_be_reached_parks_nothing_and_releases_the_claim() {
+    let config = RelayConfig {
+        max_attempts: 1,
+        ..RelayConfig::default()
+    };
+    let (_db, pool, mut kafka, _) = relay_on_fresh_topic(config.clone()).await;
+    // A producer whose broker is gone: every delivery times out.
+    kafka.brokers = "127.0.0.1:1".to_owned();
+    kafka
+        .producer
+        .push(("message.timeout.ms".to_owned(), "500".to_owned()));
+    let relay = Relay::new(
+        pool.clone(),
+        kafka.producer().expect("producer"),
+        config,
+        RelayWake::new(),
+    );
+    let topic = kafka.topics.requests.clone();
+    let client = pool.get().await.expect("conn");
+    outbox::enqueue_all(&client, &[event(&topic, "user-c", 1)])
+        .await
+        .expect("enqueued");
+
+    let outcome = relay.publish_batch().await;
+    assert!(outcome.is_err(), "nothing was published: {outcome:?}");
+    let row = client
+        .query_one(
+            "SELECT published_at IS NULL, parked_at IS NULL, claimed_until IS NULL, attempts FROM outbox",
+            &[],
+        )
+        .await
+        .expect("row");
+    assert!(row.get::<_, bool>(0), "not published");
+    assert!(
+        row.get::<_, bool>(1),
+        "the broker's trouble never parks a row"
+    );
+    assert!(
+        row.get::<_, bool>(2),
+        "the claim is released for the next pass"
+    );
+    assert_eq!(
+        row.get::<_, i32>(3),
+        0,
+        "no attempt counted against the row"
+    );
+}
