@@ -15,8 +15,9 @@ pub enum DbError {
 
 impl DbError {
     /// True when retrying later may succeed: no connection, a lost or
-    /// timed-out connection, a serialization failure or deadlock, or the
-    /// server shutting down. A bad statement or a value that does not convert
+    /// timed-out connection, a serialization failure or deadlock, a lock or
+    /// statement timeout (the transaction was rolled back, so nothing
+    /// happened), or the server shutting down. A bad statement or a value that does not convert
     /// is not transient: retrying it would fail the same way. The gRPC edge
     /// uses this to choose UNAVAILABLE or INTERNAL; the inbox does not: it
     /// retries every database error in place (see `inbox.rs`), because a
@@ -28,6 +29,9 @@ impl DbError {
                 Some(code) => {
                     *code == SqlState::T_R_SERIALIZATION_FAILURE
                         || *code == SqlState::T_R_DEADLOCK_DETECTED
+                        || *code == SqlState::LOCK_NOT_AVAILABLE // lock_timeout
+                        || *code == SqlState::QUERY_CANCELED // statement_timeout, cancel
+                        || *code == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
                         || code.code().starts_with("08") // connection exception
                         || code.code().starts_with("57P") // operator intervention (shutdown)
                         || code.code().starts_with("53") // insufficient resources

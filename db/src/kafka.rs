@@ -7,13 +7,18 @@
 //! lists: `{PREFIX}KAFKA_PROPERTIES` (all clients),
 //! `{PREFIX}KAFKA_PRODUCER_PROPERTIES` and `{PREFIX}KAFKA_CONSUMER_PROPERTIES`.
 
+use crate::inbox::ownership::Ownership;
 use rdkafka::ClientConfig;
+use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use shop_runtime::{ConfigError, Env};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Topic names and their layout.
@@ -47,6 +52,12 @@ pub struct KafkaConfig {
     pub consumer: Vec<(String, String)>,
     /// Topic names and layout.
     pub topics: Topics,
+    /// `{PREFIX}KAFKA_SESSION_TIMEOUT_MS` (default 6 s): a member that stops
+    /// heartbeating this long (killed, frozen, cut off) loses its partitions.
+    pub session_timeout: Duration,
+    /// `{PREFIX}KAFKA_GROUP_INSTANCE_ID`: static membership, one id per
+    /// replica (unset: dynamic membership).
+    pub group_instance_id: Option<String>,
 }
 
 impl KafkaConfig {
@@ -77,6 +88,11 @@ impl KafkaConfig {
             common: props("KAFKA_PROPERTIES")?,
             producer: props("KAFKA_PRODUCER_PROPERTIES")?,
             consumer: props("KAFKA_CONSUMER_PROPERTIES")?,
+            session_timeout: env.millis_or("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(6))?,
+            group_instance_id: env
+                .raw("KAFKA_GROUP_INSTANCE_ID")
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned),
             topics: Topics {
                 requests: env.string_or("TOPIC_REQUESTS", DEFAULT_REQUESTS_TOPIC),
                 results: env.string_or("TOPIC_RESULTS", DEFAULT_RESULTS_TOPIC),
@@ -118,15 +134,63 @@ impl KafkaConfig {
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "500")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            // Rebalances move only the partitions that change owner.
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set(
+                "session.timeout.ms",
+                self.session_timeout.as_millis().to_string(),
+            )
+            // Members learn of a rebalance from their next heartbeat.
+            .set(
+                "heartbeat.interval.ms",
+                (self.session_timeout.as_millis() / 3)
+                    .clamp(100, 1000)
+                    .to_string(),
+            );
+        if let Some(instance) = &self.group_instance_id {
+            // Static membership: a restarted replica takes its partitions
+            // back without a group-wide rebalance.
+            config.set("group.instance.id", instance);
+        }
         for (k, v) in &self.consumer {
             config.set(k, v);
         }
-        config.create_with_context(LoggingContext)
+        config.create_with_context(InboxContext::default())
     }
 
-    /// Creates `topics` with the configured layout; existing ones are left alone.
+    /// Creates `topics` with the configured layout; existing ones are left
+    /// alone. A broker that refuses CreateTopics (librdkafka's mock cluster
+    /// does not implement it; a locked-down cluster may forbid it) is fine
+    /// as long as every topic already exists.
     pub async fn ensure_topics(&self, topics: &[&str]) -> Result<(), KafkaError> {
+        let created = self.create_topics(topics).await;
+        let Err(e) = created else {
+            return Ok(());
+        };
+        let admin: AdminClient<DefaultClientContext> = self.base().create()?;
+        let wanted: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+        let present = tokio::task::spawn_blocking(move || {
+            let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(5))?;
+            Ok::<_, KafkaError>(wanted.iter().all(|t| {
+                metadata
+                    .topics()
+                    .iter()
+                    .any(|m| m.name() == t && m.error().is_none() && !m.partitions().is_empty())
+            }))
+        })
+        .await
+        .map_err(|_| e.clone())?;
+        match present {
+            Ok(true) => {
+                tracing::warn!(error = %e, "cannot create topics, but they exist: going on");
+                Ok(())
+            }
+            _ => Err(e),
+        }
+    }
+
+    async fn create_topics(&self, topics: &[&str]) -> Result<(), KafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.base().create()?;
         let new: Vec<_> = topics
             .iter()
@@ -154,31 +218,70 @@ impl KafkaConfig {
     }
 }
 
-/// A consumer that logs its partition assignments.
-pub type Consumer = StreamConsumer<LoggingContext>;
+/// A consumer whose rebalances go through [`InboxContext`].
+pub type Consumer = StreamConsumer<InboxContext>;
 
-/// Logs rebalances: which partitions this member owns is the first question
-/// when a consumer seems stuck.
-#[derive(Debug, Clone, Copy)]
-pub struct LoggingContext;
+/// The consumer's side of partition ownership: librdkafka calls it, on the
+/// thread that polls the consumer (the inbox reader), before a rebalance
+/// takes effect. On revoke, the partitions' workers stop and store what they
+/// applied, and the stored offsets are committed, before librdkafka lets the
+/// partitions go (see [`crate::inbox::ownership`]). Rebalances are logged:
+/// which partitions this member owns is the first question when a consumer
+/// seems stuck.
+#[derive(Debug, Clone, Default)]
+pub struct InboxContext {
+    ownership: Arc<Ownership>,
+}
 
-impl ClientContext for LoggingContext {}
+impl InboxContext {
+    /// What this member owns now.
+    pub fn ownership(&self) -> &Arc<Ownership> {
+        &self.ownership
+    }
+}
 
-impl ConsumerContext for LoggingContext {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+impl ClientContext for InboxContext {}
+
+impl ConsumerContext for InboxContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
-                let partitions: Vec<String> = list
-                    .elements()
-                    .iter()
-                    .map(|e| format!("{}[{}]", e.topic(), e.partition()))
-                    .collect();
-                tracing::info!(partitions = %partitions.join(","), "partitions assigned");
+                self.ownership
+                    .assign(list.elements().iter().map(|e| e.partition()));
+                tracing::info!(partitions = %describe(list), "partitions assigned");
             }
-            Rebalance::Revoke(list) => tracing::info!(count = list.count(), "partitions revoked"),
+            Rebalance::Revoke(list) => {
+                let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+                let started = std::time::Instant::now();
+                let late = self.ownership.revoke(&partitions);
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                    // The partitions may already be someone else's (a
+                    // lost assignment): their new owner re-applies what was
+                    // not committed, which the inbox turns into no-ops.
+                    Err(e) => tracing::warn!(error = %e, "commit on revoke failed"),
+                }
+                if !late.is_empty() {
+                    tracing::warn!(?late, "partition workers did not stop in time; fenced");
+                }
+                tracing::info!(
+                    partitions = %describe(list),
+                    lost = consumer.assignment_lost(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "partitions revoked"
+                );
+            }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
+}
+
+fn describe(list: &TopicPartitionList) -> String {
+    list.elements()
+        .iter()
+        .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Parses `a=1,b=2` (whitespace around items is ignored).

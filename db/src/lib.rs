@@ -1,5 +1,5 @@
 //! The PostgreSQL + Kafka machinery every backend service shares, written
-//! once: the connection [`pool`] and [`migrate`]-ions (with the shared
+//! once: the connection [`pool`]s (with a per-key [`gate`] for API calls) and [`migrate`]-ions (with the shared
 //! messaging schema in `sql/messaging.sql`), Kafka clients ([`kafka`]), the
 //! transactional [`outbox`] and its [`relay`], the [`inbox`] consumer, poison
 //! messages' [`dead_letter`]s, the event [`headers`], LISTEN/NOTIFY fan-out
@@ -12,6 +12,7 @@
 pub mod backoff;
 pub mod dead_letter;
 pub mod error;
+pub mod gate;
 pub mod headers;
 pub mod inbox;
 pub mod kafka;
@@ -26,4 +27,4 @@ pub mod service;
 
 pub use deadpool_postgres::{self, GenericClient, Pool, Transaction};
 pub use error::DbError;
-pub use pool::{DbConfig, PoolError};
+pub use pool::{CallClient, DbConfig, PoolError};

@@ -1,39 +1,157 @@
-//! The Postgres connection pool, built from typed config (`DATABASE_*`) and
+//! The Postgres connection pools, built from typed config (`DATABASE_*`) and
 //! checked at start so that an unreachable database is a clear error, not a
 //! panic later.
+//!
+//! A service has three pools, so that one kind of work can never take the
+//! connections another needs:
+//! - [`connect`]: the pipeline's (inbox batches, retention, gauges);
+//! - [`connect_for_api`]: the gRPC API's, whose sessions also have a short
+//!   `lock_timeout` and `statement_timeout`, used through [`CallClient`] so a
+//!   call that gives up cancels its statement;
+//! - [`connect_for_relay`]: the relay's bookkeeping.
+//!
+//! Every session has a bounded blast radius: a `statement_timeout`, an
+//! `idle_in_transaction_session_timeout` (a replica frozen mid-transaction
+//! loses its locks in seconds), and TCP keepalives plus `tcp_user_timeout`
+//! on both ends of the socket (a peer whose host vanished is noticed in
+//! seconds, not after the kernel's two hours).
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
 use shop_runtime::{ConfigError, Env};
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 use tokio_postgres::NoTls;
+
+/// Limits of one database session (set as session options at connect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// `statement_timeout`: longest statement.
+    pub statement_timeout: Duration,
+    /// `lock_timeout`: longest wait for one lock; `None` waits up to the statement timeout.
+    pub lock_timeout: Option<Duration>,
+    /// `idle_in_transaction_session_timeout`: a session idle inside a
+    /// transaction this long is ended by the server, releasing its locks.
+    pub idle_in_transaction_timeout: Duration,
+    /// First keepalive probe after this much silence (both ends); probes
+    /// then go every second, and 3 unanswered ones end the connection.
+    pub keepalive_idle: Duration,
+    /// `tcp_user_timeout` (both ends): unacknowledged data this long ends the connection.
+    pub tcp_user_timeout: Duration,
+}
+
+impl SessionLimits {
+    /// The `-c name=value` options a session starts with.
+    fn options(&self) -> String {
+        let ms = |d: Duration| d.as_millis();
+        let mut options = format!(
+            "-c statement_timeout={} -c idle_in_transaction_session_timeout={} \
+             -c tcp_keepalives_idle={} -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3 \
+             -c tcp_user_timeout={}",
+            ms(self.statement_timeout),
+            ms(self.idle_in_transaction_timeout),
+            self.keepalive_idle.as_secs().max(1),
+            ms(self.tcp_user_timeout),
+        );
+        if let Some(lock) = self.lock_timeout {
+            options.push_str(&format!(" -c lock_timeout={}", ms(lock)));
+        }
+        options
+    }
+}
 
 /// Where and how to reach a service's database.
 #[derive(Debug, Clone)]
 pub struct DbConfig {
     /// A libpq-style URL, e.g. `postgres://postgres@127.0.0.1:5432/payments`.
     pub url: String,
-    /// Largest number of pooled connections.
+    /// `DATABASE_POOL_SIZE`: connections of the pipeline's pool.
     pub pool_size: usize,
-    /// How long to wait for a connection (at start and from the pool).
+    /// `DATABASE_API_POOL_SIZE`: connections of the API's pool.
+    pub api_pool_size: usize,
+    /// `DATABASE_CONNECT_TIMEOUT_MS`: how long to wait for a connection (at start and from a pool).
     pub connect_timeout: Duration,
+    /// The pipeline's and the relay's sessions.
+    pub limits: SessionLimits,
+    /// The API's sessions: `DATABASE_API_STATEMENT_TIMEOUT_MS`, `DATABASE_API_LOCK_TIMEOUT_MS`.
+    pub api_limits: SessionLimits,
+    /// `DATABASE_API_CALLS_PER_KEY`: API calls per account or user that hold
+    /// a connection at once (see [`crate::gate`]); others wait without one.
+    pub api_calls_per_key: usize,
 }
 
 impl DbConfig {
-    /// Reads `{prefix}DATABASE_URL`, `…DATABASE_POOL_SIZE`, `…DATABASE_CONNECT_TIMEOUT_MS`.
+    /// The defaults for `url`.
+    pub fn for_url(url: impl Into<String>) -> Self {
+        let limits = SessionLimits {
+            statement_timeout: Duration::from_secs(30),
+            lock_timeout: None,
+            idle_in_transaction_timeout: Duration::from_secs(10),
+            keepalive_idle: Duration::from_secs(5),
+            tcp_user_timeout: Duration::from_secs(10),
+        };
+        Self {
+            url: url.into(),
+            pool_size: 16,
+            api_pool_size: 16,
+            api_calls_per_key: 4,
+            connect_timeout: Duration::from_secs(5),
+            api_limits: SessionLimits {
+                statement_timeout: Duration::from_secs(5),
+                lock_timeout: Some(Duration::from_secs(1)),
+                ..limits.clone()
+            },
+            limits,
+        }
+    }
+
+    /// Reads `{prefix}DATABASE_URL`, `…DATABASE_POOL_SIZE`, `…DATABASE_API_POOL_SIZE`,
+    /// `…DATABASE_CONNECT_TIMEOUT_MS`, `…DATABASE_STATEMENT_TIMEOUT_MS`,
+    /// `…DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS`, `…DATABASE_KEEPALIVE_IDLE_MS`,
+    /// `…DATABASE_TCP_USER_TIMEOUT_MS`, `…DATABASE_API_STATEMENT_TIMEOUT_MS`
+    /// and `…DATABASE_API_LOCK_TIMEOUT_MS`.
     pub fn from_env(env: &Env, default_database: &str) -> Result<Self, ConfigError> {
-        let url = env.string_or(
+        let d = Self::for_url(env.string_or(
             "DATABASE_URL",
             &format!("postgres://postgres@127.0.0.1:5432/{default_database}"),
-        );
-        let pool_size: usize = env.parse_or("DATABASE_POOL_SIZE", 16)?;
-        if pool_size == 0 {
-            return Err(env.invalid("DATABASE_POOL_SIZE", "0", "must be greater than 0"));
-        }
+        ));
+        let size = |name: &str, default: usize| -> Result<usize, ConfigError> {
+            let size: usize = env.parse_or(name, default)?;
+            if size == 0 {
+                return Err(env.invalid(name, "0", "must be greater than 0"));
+            }
+            Ok(size)
+        };
+        let limits = SessionLimits {
+            statement_timeout: env
+                .millis_or("DATABASE_STATEMENT_TIMEOUT_MS", d.limits.statement_timeout)?,
+            lock_timeout: None,
+            idle_in_transaction_timeout: env.millis_or(
+                "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+                d.limits.idle_in_transaction_timeout,
+            )?,
+            keepalive_idle: env.millis_or("DATABASE_KEEPALIVE_IDLE_MS", d.limits.keepalive_idle)?,
+            tcp_user_timeout: env
+                .millis_or("DATABASE_TCP_USER_TIMEOUT_MS", d.limits.tcp_user_timeout)?,
+        };
+        let api_limits = SessionLimits {
+            statement_timeout: env.millis_or(
+                "DATABASE_API_STATEMENT_TIMEOUT_MS",
+                d.api_limits.statement_timeout,
+            )?,
+            lock_timeout: Some(env.millis_or(
+                "DATABASE_API_LOCK_TIMEOUT_MS",
+                d.api_limits.lock_timeout.unwrap_or(Duration::from_secs(1)),
+            )?),
+            ..limits.clone()
+        };
         Ok(Self {
-            url,
-            pool_size,
-            connect_timeout: env
-                .millis_or("DATABASE_CONNECT_TIMEOUT_MS", Duration::from_secs(5))?,
+            pool_size: size("DATABASE_POOL_SIZE", d.pool_size)?,
+            api_pool_size: size("DATABASE_API_POOL_SIZE", d.api_pool_size)?,
+            api_calls_per_key: size("DATABASE_API_CALLS_PER_KEY", d.api_calls_per_key)?,
+            connect_timeout: env.millis_or("DATABASE_CONNECT_TIMEOUT_MS", d.connect_timeout)?,
+            limits,
+            api_limits,
+            url: d.url,
         })
     }
 }
@@ -53,9 +171,18 @@ pub enum PoolError {
     },
 }
 
-/// Builds the pool and proves one connection works.
+/// The pipeline's pool (inbox, retention, gauges); proves one connection works.
 pub async fn connect(config: &DbConfig) -> Result<Pool, PoolError> {
-    build(config, config.pool_size, None).await
+    build(config, config.pool_size, &config.limits, "").await
+}
+
+/// The API's pool: its own connections, so blocked API calls cannot starve
+/// the pipeline (nor the other way round), and sessions with a short
+/// `lock_timeout`, so a call waiting on a locked row fails in time to answer
+/// UNAVAILABLE within its deadline. Take its connections with
+/// [`CallClient::get`].
+pub async fn connect_for_api(config: &DbConfig) -> Result<Pool, PoolError> {
+    build(config, config.api_pool_size, &config.api_limits, "").await
 }
 
 /// A small pool for the relay's bookkeeping (claims and published marks),
@@ -64,22 +191,30 @@ pub async fn connect(config: &DbConfig) -> Result<Pool, PoolError> {
 /// mark lost in a database crash means the event is published again, and
 /// consumers deduplicate it. Business writes never use this pool.
 pub async fn connect_for_relay(config: &DbConfig) -> Result<Pool, PoolError> {
-    build(config, 2, Some("-c synchronous_commit=off")).await
+    build(config, 2, &config.limits, " -c synchronous_commit=off").await
 }
 
-async fn build(config: &DbConfig, size: usize, options: Option<&str>) -> Result<Pool, PoolError> {
-    let pg: tokio_postgres::Config = config.url.parse().map_err(PoolError::InvalidUrl)?;
+async fn build(
+    config: &DbConfig,
+    size: usize,
+    limits: &SessionLimits,
+    extra: &str,
+) -> Result<Pool, PoolError> {
+    let mut pg: tokio_postgres::Config = config.url.parse().map_err(PoolError::InvalidUrl)?;
     let target = describe(&pg);
-    let mut pg = pg;
-    pg.connect_timeout(config.connect_timeout);
-    if let Some(options) = options {
-        // Keep whatever options the URL already sets (e.g. a search_path).
-        let combined = match pg.get_options() {
-            Some(existing) if !existing.is_empty() => format!("{existing} {options}"),
-            _ => options.to_owned(),
-        };
-        pg.options(&combined);
-    }
+    pg.connect_timeout(config.connect_timeout)
+        .keepalives(true)
+        .keepalives_idle(limits.keepalive_idle)
+        .keepalives_interval(Duration::from_secs(1))
+        .keepalives_retries(3)
+        .tcp_user_timeout(limits.tcp_user_timeout);
+    // Keep whatever options the URL already sets (e.g. a search_path).
+    let options = format!("{}{extra}", limits.options());
+    let combined = match pg.get_options() {
+        Some(existing) if !existing.is_empty() => format!("{existing} {options}"),
+        _ => options,
+    };
+    pg.options(&combined);
     let manager = Manager::from_config(
         pg,
         NoTls,
@@ -104,6 +239,73 @@ async fn build(config: &DbConfig, size: usize, options: Option<&str>) -> Result<
     Ok(pool)
 }
 
+/// A connection for one API call, taken from the API pool by the gRPC edge
+/// and handed back with [`CallClient::release`] once the use case returned.
+///
+/// If the call is dropped before that — its deadline passed, or the client
+/// went away, and tonic dropped the handler's future mid-statement — the
+/// statement in flight is cancelled (the server's cancel request) and the
+/// connection is discarded, never returned to the pool with a statement
+/// still queued on it for the next caller to wait behind.
+#[derive(Debug)]
+pub struct CallClient(Option<Object>);
+
+impl CallClient {
+    /// A connection from `pool` (waits at most the pool's wait timeout).
+    pub async fn get(pool: &Pool) -> Result<Self, deadpool_postgres::PoolError> {
+        Ok(Self(Some(pool.get().await?)))
+    }
+
+    /// The call finished: the connection goes back to the pool.
+    pub fn release(mut self) {
+        drop(self.0.take());
+    }
+
+    fn object(&self) -> &Object {
+        self.0
+            .as_ref()
+            .expect("a CallClient holds its connection until dropped")
+    }
+}
+
+impl Deref for CallClient {
+    type Target = Object;
+
+    fn deref(&self) -> &Object {
+        self.object()
+    }
+}
+
+impl DerefMut for CallClient {
+    fn deref_mut(&mut self) -> &mut Object {
+        self.0
+            .as_mut()
+            .expect("a CallClient holds its connection until dropped")
+    }
+}
+
+impl Drop for CallClient {
+    fn drop(&mut self) {
+        let Some(object) = self.0.take() else {
+            return; // released
+        };
+        metrics::counter!("shop_db_calls_abandoned_total").increment(1);
+        let cancel = object.cancel_token();
+        // Out of the pool for good: closed once the cancel has been sent.
+        let connection = Object::take(object);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = cancel.cancel_query(NoTls).await {
+                        tracing::warn!(error = %e, "cannot cancel an abandoned statement");
+                    }
+                    drop(connection);
+                });
+            }
+            Err(_) => drop(connection),
+        }
+    }
+}
 /// `user@host:port/dbname`, without the password, for messages.
 fn describe(pg: &tokio_postgres::Config) -> String {
     let host = pg

@@ -5,7 +5,9 @@
 //!    instead of holding row locks while the broker answers — several relays
 //!    may run at once, and a crashed relay's lease simply expires;
 //! 2. **publish** them all with the idempotent producer and await every
-//!    delivery report;
+//!    delivery report, renewing the lease meanwhile (every third of
+//!    `RELAY_LEASE_MS`), so the lease can be short: a killed relay's rows are
+//!    taken over within seconds, while a slow publish is never claimed twice;
 //! 3. **mark** the delivered rows published (`published_at`, wall clock);
 //!    a row the broker refuses for what it is (too large, invalid) backs off
 //!    on its own and is parked after `RELAY_MAX_ATTEMPTS`, so one bad row
@@ -41,8 +43,9 @@ pub struct RelayConfig {
     pub batch_size: i64,
     /// `{PREFIX}RELAY_POLL_INTERVAL_MS`: fallback polling when nothing wakes the relay.
     pub poll_interval: Duration,
-    /// `{PREFIX}RELAY_LEASE_MS`: how long a claim lasts; longer than the
-    /// producer's `message.timeout.ms`, so a slow publish is never claimed twice.
+    /// `{PREFIX}RELAY_LEASE_MS`: how long a claim lasts unless renewed; the
+    /// relay renews it while it awaits the broker, so this bounds only how
+    /// long a crashed relay's rows wait for another relay.
     pub lease: Duration,
     /// `{PREFIX}RELAY_MAX_ATTEMPTS`: publishes of one row refused by the
     /// broker for the message itself (too large, invalid) before it is parked.
@@ -87,7 +90,7 @@ impl Default for RelayConfig {
         Self {
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(5),
             max_attempts: 10,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
@@ -102,6 +105,8 @@ pub enum RelayError {
     Db(#[from] DbError),
     #[error("no event of the batch was published ({failed} failed): {first}")]
     Publish { failed: usize, first: KafkaError },
+    #[error("the Kafka producer met a fatal error: {0}")]
+    Fatal(String),
 }
 
 impl From<tokio_postgres::Error> for RelayError {
@@ -129,6 +134,11 @@ const CLAIM: &str =
 const MARK_PUBLISHED: &str = "UPDATE outbox
      SET published_at = clock_timestamp(), attempts = attempts + 1, last_error = NULL, claimed_until = NULL
      WHERE id = ANY($1)";
+
+/// Extends the lease of rows still being published.
+const RENEW: &str =
+    "UPDATE outbox SET claimed_until = clock_timestamp() + $2::bigint * interval '1 millisecond'
+     WHERE id = ANY($1) AND published_at IS NULL";
 
 /// Releases rows of a batch that failed as a whole: the broker, not the rows.
 const RELEASE: &str = "UPDATE outbox SET claimed_until = NULL, last_error = $2 WHERE id = ANY($1)";
@@ -215,7 +225,25 @@ impl Relay {
         // RETURNING has no order: publish in outbox order.
         pending.sort_by_key(|p| p.id);
 
-        let deliveries = futures::future::join_all(pending.iter().map(|p| self.send(p))).await;
+        let deliveries = futures::future::join_all(pending.iter().map(|p| self.send(p)));
+        let deliveries = {
+            let ids: Vec<i64> = pending.iter().map(|p| p.id).collect();
+            let mut renew =
+                tokio::time::interval((self.config.lease / 3).max(Duration::from_millis(10)));
+            renew.tick().await; // the claim itself was the first
+            tokio::pin!(deliveries);
+            loop {
+                tokio::select! {
+                    delivered = &mut deliveries => break delivered,
+                    _ = renew.tick() => {
+                        let renewed = client.execute(RENEW, &[&ids, &lease_ms]).await;
+                        if let Err(e) = renewed {
+                            tracing::warn!(error = %e, "cannot renew the relay's lease");
+                        }
+                    }
+                }
+            }
+        };
         let mut published = Vec::with_capacity(pending.len());
         let mut failed = Vec::new();
         for (p, delivery) in pending.iter().zip(deliveries) {
@@ -300,11 +328,22 @@ impl Relay {
     /// come back full; after a short batch the relay waits for a wake-up
     /// (this process's writers, a NOTIFY from outside, or the polling
     /// interval); it backs off only after a pass that published nothing.
-    pub async fn run(self, listener: &Listener, shutdown: CancellationToken) {
+    /// Returns an error only when the producer meets a fatal error (the
+    /// service then stops, and its supervisor restarts it).
+    pub async fn run(
+        self,
+        listener: &Listener,
+        shutdown: CancellationToken,
+    ) -> Result<(), RelayError> {
         let mut notifications = listener.subscribe();
         let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
         let full = usize::try_from(self.config.batch_size).unwrap_or(usize::MAX);
+        let mut outcome = Ok(());
         while !shutdown.is_cancelled() {
+            if let Some((code, reason)) = self.producer.client().fatal_error() {
+                outcome = Err(RelayError::Fatal(format!("{code:?}: {reason}")));
+                break;
+            }
             let pause = match self.publish_batch().await {
                 Ok(n) if n >= full => {
                     backoff.reset();
@@ -340,6 +379,7 @@ impl Relay {
             tracing::warn!(error = %e, "producer flush on shutdown failed");
         }
         tracing::info!("outbox relay stopped");
+        outcome
     }
 }
 

@@ -179,8 +179,8 @@ impl<H: Handler> Service<H> {
         });
         let token = stop.clone();
         tasks.spawn(async move {
-            relay.run(&notifications, token).await;
-            ("outbox relay", Ok(()))
+            let relayed = relay.run(&notifications, token).await;
+            ("outbox relay", relayed.map_err(anyhow::Error::from))
         });
         let token = stop.clone();
         tasks.spawn(async move {

@@ -15,9 +15,11 @@ pub const PREFIX: &str = "GATEWAY_";
 pub struct GatewayConfig {
     /// `GATEWAY_LISTEN_ADDR` (default `0.0.0.0:8080`).
     pub listen_addr: SocketAddr,
-    /// `GATEWAY_ORDERS_URL` (default `http://127.0.0.1:50051`).
+    /// `GATEWAY_ORDERS_URL` (default `http://127.0.0.1:50051`); several
+    /// replicas comma-separated, calls balanced over them.
     pub orders_url: String,
-    /// `GATEWAY_PAYMENTS_URL` (default `http://127.0.0.1:50052`).
+    /// `GATEWAY_PAYMENTS_URL` (default `http://127.0.0.1:50052`); several
+    /// replicas comma-separated.
     pub payments_url: String,
     /// `GATEWAY_UPSTREAM_TIMEOUT_MS`: deadline of each gRPC call (default 5000).
     pub upstream_timeout: Duration,
@@ -37,12 +39,21 @@ impl GatewayConfig {
     /// Reads and checks every variable; a bad one is named in the error.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let default_addr = SocketAddr::from(([0, 0, 0, 0], 8080));
+        // One URL, or several replicas' URLs separated by commas.
         let url = |name: &str, default: &str| {
             let value = env.string_or(name, default);
-            if value.starts_with("http://") || value.starts_with("https://") {
+            let each_ok = value
+                .split(',')
+                .map(str::trim)
+                .all(|u| u.starts_with("http://") || u.starts_with("https://"));
+            if each_ok {
                 Ok(value)
             } else {
-                Err(env.invalid(name, &value, "must start with http:// or https://"))
+                Err(env.invalid(
+                    name,
+                    &value,
+                    "each comma-separated URL must start with http:// or https://",
+                ))
             }
         };
         Ok(Self {

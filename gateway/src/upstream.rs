@@ -1,11 +1,20 @@
 //! gRPC clients of the services over lazily connected channels (the gateway
 //! starts and stays up while a service is down). Each call carries its
 //! deadline to the service ([`Upstreams::request`]).
+//!
+//! A service's URL may list several replicas, comma-separated
+//! (`http://orders-1:50051,http://orders-2:50051`): one HTTP/2 connection
+//! would stick to one replica, so calls are balanced over all of them
+//! (power of two choices). Each replica's gRPC health is probed every
+//! 500 ms: one that stops answering, or reports NOT_SERVING, is taken out of
+//! the balancer until it is back (see [`watch_replicas`]).
 
 use crate::GatewayConfig;
 use shop_proto::orders::orders_client::OrdersClient;
 use shop_proto::payments::payments_client::PaymentsClient;
 use std::time::Duration;
+use tokio::sync::mpsc::Sender;
+use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 
 /// Clients of both services; cheap to clone (channels are shared).
@@ -18,12 +27,80 @@ pub struct Upstreams {
     timeout: Duration,
 }
 
-fn channel(url: &str, timeout: Duration) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(timeout)
-        .tcp_nodelay(true)
-        .connect_lazy())
+/// One channel over every replica in `urls` (comma-separated).
+fn channel(urls: &str, timeout: Duration) -> anyhow::Result<Channel> {
+    let endpoints = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            Ok(Endpoint::from_shared(url.to_owned())?
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(timeout)
+                .tcp_nodelay(true))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    match endpoints.as_slice() {
+        [] => anyhow::bail!("no upstream URL in {urls:?}"),
+        [one] => Ok(one.connect_lazy()),
+        _ => match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let (channel, changes) = Channel::balance_channel(endpoints.len());
+                runtime.spawn(watch_replicas(endpoints, changes));
+                Ok(channel)
+            }
+            // Outside a runtime (never in the binary): balance without probes.
+            Err(_) => Ok(Channel::balance_list(endpoints.into_iter())),
+        },
+    }
+}
+
+/// How often each replica's health is probed.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// Keeps the balancer's replicas to those that answer: every
+/// [`PROBE_EVERY`], each replica gets a gRPC health check on a connection
+/// of its own; SERVING (or a server without the health service) puts it in,
+/// anything else (no connection, no answer within a second, NOT_SERVING)
+/// takes it out. Ends when the channel is dropped.
+async fn watch_replicas(endpoints: Vec<Endpoint>, changes: Sender<Change<usize, Endpoint>>) {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let probes: Vec<Channel> = endpoints.iter().map(Endpoint::connect_lazy).collect();
+    let mut present = vec![false; endpoints.len()];
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let answers = futures::future::join_all(probes.iter().map(|probe| async move {
+            let mut client = HealthClient::new(probe.clone());
+            let check = client.check(HealthCheckRequest::default());
+            match tokio::time::timeout(Duration::from_secs(1), check).await {
+                Ok(Ok(r)) => r.get_ref().status() == ServingStatus::Serving,
+                Ok(Err(status)) => status.code() == tonic::Code::Unimplemented,
+                Err(_) => false,
+            }
+        }))
+        .await;
+        for (i, up) in answers.into_iter().enumerate() {
+            if up == present[i] {
+                continue;
+            }
+            present[i] = up;
+            let uri = endpoints[i].uri().to_string();
+            let change = if up {
+                tracing::info!(replica = %uri, "upstream replica is up: balancing over it");
+                Change::Insert(i, endpoints[i].clone())
+            } else {
+                tracing::warn!(replica = %uri, "upstream replica is down: skipped until it is back");
+                Change::Remove(i)
+            };
+            if changes.send(change).await.is_err() {
+                return; // the channel is gone
+            }
+        }
+    }
 }
 
 impl Upstreams {

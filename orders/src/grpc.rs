@@ -6,9 +6,10 @@
 use crate::domain::{CancelReason, NewOrder, Order, Status as OrderStatus};
 use crate::orders::{self, OrderError};
 use crate::watch;
-use shop_db::Pool;
+use shop_db::gate::KeyGate;
 use shop_db::listen::Listener;
 use shop_db::outbox::RelayWake;
+use shop_db::{CallClient, Pool};
 use shop_proto::error_code::{ErrorCode, invalid_argument};
 use shop_proto::orders as pb;
 use shop_proto::time::to_timestamp;
@@ -23,7 +24,10 @@ pub use pb::orders_server::OrdersServer;
 /// The gRPC front of the order use cases.
 #[derive(Debug, Clone)]
 pub struct OrdersGrpc {
-    pool: Pool,
+    /// The API's own pool ([`shop_db::pool::connect_for_api`]).
+    api: Pool,
+    /// Calls in flight per user.
+    users: KeyGate<UserId>,
     relay: RelayWake,
     listener: Listener,
     requests_topic: String,
@@ -31,22 +35,34 @@ pub struct OrdersGrpc {
 }
 
 impl OrdersGrpc {
-    /// A service over the orders database; `relay` is woken after each new
-    /// order commits, watchers end on `shutdown`.
+    /// A service over the orders database's API pool, admitting
+    /// `calls_per_user` writes at once per user; `relay` is woken after each
+    /// new order commits, watchers end on `shutdown`.
     pub fn new(
-        pool: Pool,
+        api: Pool,
+        calls_per_user: usize,
         relay: RelayWake,
         listener: Listener,
         requests_topic: &str,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            pool,
+            api,
+            users: KeyGate::new(calls_per_user),
             relay,
             listener,
             requests_topic: requests_topic.to_owned(),
             shutdown,
         }
+    }
+}
+
+impl OrdersGrpc {
+    /// A connection for one call (see [`CallClient`]).
+    async fn client(&self) -> Result<CallClient, Status> {
+        CallClient::get(&self.api)
+            .await
+            .map_err(|e| shop_db::DbError::from(e).to_status())
     }
 }
 
@@ -62,9 +78,19 @@ impl pb::orders_server::Orders for OrdersGrpc {
         request: Request<pb::CreateOrderRequest>,
     ) -> Result<Response<pb::CreateOrderResponse>, Status> {
         let new = new_order(request.into_inner())?;
-        let order = orders::create(&self.pool, &self.relay, &self.requests_topic, new)
-            .await
-            .map_err(status)?;
+        let _permit = self.users.enter(&new.user_id).await.ok_or_else(|| {
+            ErrorCode::Unavailable.status(
+                Code::Unavailable,
+                format!(
+                    "too many calls of user {} waiting, retry later",
+                    new.user_id
+                ),
+            )
+        })?;
+        let client = self.client().await?;
+        let created = orders::create(&*client, &self.relay, &self.requests_topic, new).await;
+        client.release();
+        let order = created.map_err(status)?;
         Ok(Response::new(pb::CreateOrderResponse {
             order: Some(to_proto(order)),
         }))
@@ -76,7 +102,10 @@ impl pb::orders_server::Orders for OrdersGrpc {
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
         let id = OrderId::parse(&request.get_ref().order_id).map_err(|e| invalid_argument(&e))?;
-        let order = orders::get(&self.pool, id).await.map_err(status)?;
+        let client = self.client().await?;
+        let found = orders::get(&*client, id).await;
+        client.release();
+        let order = found.map_err(status)?;
         Ok(Response::new(pb::GetOrderResponse {
             order: Some(to_proto(order)),
         }))
@@ -89,9 +118,10 @@ impl pb::orders_server::Orders for OrdersGrpc {
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
         let req = request.into_inner();
         let user = UserId::parse(&req.user_id).map_err(|e| invalid_argument(&e))?;
-        let (page, next) = orders::list(&self.pool, user, req.limit, &req.cursor)
-            .await
-            .map_err(status)?;
+        let client = self.client().await?;
+        let listed = orders::list(&*client, user, req.limit, &req.cursor).await;
+        client.release();
+        let (page, next) = listed.map_err(status)?;
         Ok(Response::new(pb::ListOrdersResponse {
             orders: page.into_iter().map(to_proto).collect(),
             next_cursor: next.unwrap_or_default(),
@@ -106,7 +136,7 @@ impl pb::orders_server::Orders for OrdersGrpc {
         request: Request<pb::WatchOrderRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let id = OrderId::parse(&request.get_ref().order_id).map_err(|e| invalid_argument(&e))?;
-        let changes = watch::watch(self.pool.clone(), &self.listener, id, self.shutdown.clone())
+        let changes = watch::watch(self.api.clone(), &self.listener, id, self.shutdown.clone())
             .await
             .map_err(status)?;
         let stream = ReceiverStream::new(changes).map(|change| {

@@ -6,7 +6,7 @@
 use crate::domain::{NewOrder, Order};
 use crate::persistence::{self, RowError};
 use shop_db::outbox::{NewEvent, RelayWake};
-use shop_db::{DbError, Pool, headers};
+use shop_db::{DbError, GenericClient, headers};
 use shop_proto::events::PaymentRequested;
 use shop_proto::time::to_timestamp;
 use shop_proto::values::{DEFAULT_PAGE, MAX_PAGE, OrderId, UserId};
@@ -56,7 +56,7 @@ impl From<shop_db::deadpool_postgres::PoolError> for OrderError {
 /// wakes `relay`. Under an idempotency key the same request returns the
 /// same order, and a different one is refused.
 pub async fn create(
-    pool: &Pool,
+    client: &impl GenericClient,
     relay: &RelayWake,
     requests_topic: &str,
     new: NewOrder,
@@ -78,9 +78,8 @@ pub async fn create(
         &requested,
         headers::new_root(),
     );
-    let client = pool.get().await?;
     if let Some(order) =
-        persistence::insert_with_event(&client, id, created_at, &new, &event).await?
+        persistence::insert_with_event(client, id, created_at, &new, &event).await?
     {
         relay.wake();
         tracing::info!(order_id = %order.id, user_id = %order.user_id, amount = order.amount, "order created");
@@ -88,7 +87,7 @@ pub async fn create(
     }
     // The user's idempotency key is taken: by this request before, or another.
     let existing = match &new.idempotency_key {
-        Some(key) => persistence::find_by_key(&client, new.user_id, key).await?,
+        Some(key) => persistence::find_by_key(client, new.user_id, key).await?,
         None => None,
     };
     existing.map_or(Err(OrderError::IdempotencyKeyReused), |e| replay(&new, e))
@@ -103,16 +102,15 @@ fn replay(new: &NewOrder, existing: Order) -> Result<Order, OrderError> {
 }
 
 /// One order with its current status.
-pub async fn get(pool: &Pool, id: OrderId) -> Result<Order, OrderError> {
-    let client = pool.get().await?;
-    persistence::find(&client, id)
+pub async fn get(client: &impl GenericClient, id: OrderId) -> Result<Order, OrderError> {
+    persistence::find(client, id)
         .await?
         .ok_or(OrderError::NotFound(id))
 }
 
 /// One page of the user's orders, newest first, and the cursor of the next.
 pub async fn list(
-    pool: &Pool,
+    client: &impl GenericClient,
     user: UserId,
     limit: u32,
     cursor: &str,
@@ -126,8 +124,7 @@ pub async fn list(
         "" => None,
         c => Some(OrderId::parse(c).map_err(|_| OrderError::BadCursor)?),
     };
-    let client = pool.get().await?;
-    let mut page = persistence::list(&client, user, before, i64::from(limit) + 1).await?;
+    let mut page = persistence::list(client, user, before, i64::from(limit) + 1).await?;
     let more = page.len() > limit as usize;
     page.truncate(limit as usize);
     let next = if more {

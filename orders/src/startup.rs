@@ -54,8 +54,10 @@ pub async fn build(
         wake.clone(),
     );
 
+    // The API has its own connections, with a short lock timeout.
     let orders = OrdersGrpc::new(
-        pool.clone(),
+        pool::connect_for_api(&config.database).await?,
+        config.database.api_calls_per_key,
         wake,
         notifications.clone(),
         &topics.requests,

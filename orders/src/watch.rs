@@ -24,7 +24,7 @@ pub async fn watch(
 ) -> Result<mpsc::Receiver<Result<Order, OrderError>>, OrderError> {
     // Subscribe before the first read so no change can slip in between.
     let mut changes = listener.subscribe();
-    let first = orders::get(&pool, id).await?;
+    let first = read(&pool, id).await?;
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         let id_text = id.to_string();
@@ -47,7 +47,7 @@ pub async fn watch(
                     _ => {}
                 },
             }
-            match orders::get(&pool, id).await {
+            match read(&pool, id).await {
                 Ok(order) if order != last => {
                     last = order.clone();
                     if tx.send(Ok(order)).await.is_err() || last.status.is_final() {
@@ -67,4 +67,10 @@ pub async fn watch(
         }
     });
     Ok(rx)
+}
+
+/// The order as it is now, on a connection of its own.
+async fn read(pool: &Pool, id: OrderId) -> Result<Order, OrderError> {
+    let client = pool.get().await?;
+    orders::get(&client, id).await
 }

@@ -1,9 +1,11 @@
-//! Account use cases, called by [`crate::grpc`]: open, read and top up; each
-//! opens and commits its own transaction.
+//! Account use cases, called by [`crate::grpc`]: open, read and top up, on
+//! the connection the gRPC edge took for the call (from the API pool). Open
+//! and read are one statement each; a top-up opens and commits its own
+//! transaction.
 
 use crate::domain::Account;
 use crate::persistence;
-use shop_db::{DbError, Pool};
+use shop_db::{DbError, GenericClient};
 use shop_proto::values::{Amount, IdempotencyKey, UserId};
 
 /// Why an account operation was refused or failed.
@@ -36,16 +38,15 @@ impl From<shop_db::deadpool_postgres::PoolError> for AccountError {
 /// Opens the user's account with a zero balance. Replaying the key that
 /// opened it returns the account instead of `AlreadyExists`.
 pub async fn open(
-    pool: &Pool,
+    client: &impl GenericClient,
     user: UserId,
     key: Option<IdempotencyKey>,
 ) -> Result<Account, AccountError> {
-    let client = pool.get().await?;
-    if let Some(account) = persistence::insert_account(&client, user, key.as_ref()).await? {
+    if let Some(account) = persistence::insert_account(client, user, key.as_ref()).await? {
         tracing::info!(user_id = %user, "account opened");
         return Ok(account);
     }
-    match persistence::find_account(&client, user).await? {
+    match persistence::find_account(client, user).await? {
         Some((account, opened_with))
             if key.is_some()
                 && opened_with.as_deref() == key.as_ref().map(IdempotencyKey::as_str) =>
@@ -57,9 +58,8 @@ pub async fn open(
 }
 
 /// The account with its current balance.
-pub async fn get(pool: &Pool, user: UserId) -> Result<Account, AccountError> {
-    let client = pool.get().await?;
-    persistence::find_account(&client, user)
+pub async fn get(client: &impl GenericClient, user: UserId) -> Result<Account, AccountError> {
+    persistence::find_account(client, user)
         .await?
         .map(|(account, _)| account)
         .ok_or(AccountError::NotFound(user))
@@ -68,12 +68,11 @@ pub async fn get(pool: &Pool, user: UserId) -> Result<Account, AccountError> {
 /// Credits the account. Under a key, a replay with the same amount returns
 /// the account as it was right after the original credit, and credits nothing.
 pub async fn top_up(
-    pool: &Pool,
+    client: &mut shop_db::deadpool_postgres::Client,
     user: UserId,
     amount: Amount,
     key: Option<IdempotencyKey>,
 ) -> Result<Account, AccountError> {
-    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let current = persistence::lock_account(&tx, user)
         .await?

@@ -5,7 +5,8 @@
 
 use crate::accounts::{self, AccountError};
 use crate::domain::Account;
-use shop_db::Pool;
+use shop_db::gate::KeyGate;
+use shop_db::{CallClient, Pool};
 use shop_proto::error_code::{ErrorCode, invalid_argument};
 use shop_proto::payments as pb;
 use shop_proto::time::to_timestamp;
@@ -17,13 +18,38 @@ pub use pb::payments_server::PaymentsServer;
 /// The gRPC front of the account use cases.
 #[derive(Debug, Clone)]
 pub struct PaymentsGrpc {
-    pool: Pool,
+    /// The API's own pool ([`shop_db::pool::connect_for_api`]).
+    api: Pool,
+    /// Calls in flight per account: a locked account row holds a few
+    /// connections at most, never the pool.
+    accounts: KeyGate<UserId>,
 }
 
 impl PaymentsGrpc {
-    /// A service over the payments database.
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    /// A service over the payments database's API pool, letting
+    /// `calls_per_account` calls per account hold a connection at once.
+    pub fn new(api: Pool, calls_per_account: usize) -> Self {
+        Self {
+            api,
+            accounts: KeyGate::new(calls_per_account),
+        }
+    }
+
+    /// A place for one call on `user`'s account and a connection for it.
+    async fn enter(
+        &self,
+        user: UserId,
+    ) -> Result<(shop_db::gate::Permit<UserId>, CallClient), Status> {
+        let permit = self.accounts.enter(&user).await.ok_or_else(|| {
+            ErrorCode::Unavailable.status(
+                Code::Unavailable,
+                format!("too many calls waiting on account {user}, retry later"),
+            )
+        })?;
+        let client = CallClient::get(&self.api)
+            .await
+            .map_err(|e| shop_db::DbError::from(e).to_status())?;
+        Ok((permit, client))
     }
 }
 
@@ -37,9 +63,10 @@ impl pb::payments_server::Payments for PaymentsGrpc {
         let req = request.into_inner();
         let user = UserId::parse(&req.user_id).map_err(invalid)?;
         let key = IdempotencyKey::parse_optional(&req.idempotency_key).map_err(invalid)?;
-        let account = accounts::open(&self.pool, user, key)
-            .await
-            .map_err(status)?;
+        let (_permit, client) = self.enter(user).await?;
+        let opened = accounts::open(&*client, user, key).await;
+        client.release();
+        let account = opened.map_err(status)?;
         Ok(Response::new(pb::CreateAccountResponse {
             account: Some(to_proto(account)),
         }))
@@ -51,7 +78,10 @@ impl pb::payments_server::Payments for PaymentsGrpc {
         request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::GetAccountResponse>, Status> {
         let user = UserId::parse(&request.get_ref().user_id).map_err(invalid)?;
-        let account = accounts::get(&self.pool, user).await.map_err(status)?;
+        let (_permit, client) = self.enter(user).await?;
+        let found = accounts::get(&*client, user).await;
+        client.release();
+        let account = found.map_err(status)?;
         Ok(Response::new(pb::GetAccountResponse {
             account: Some(to_proto(account)),
         }))
@@ -66,9 +96,10 @@ impl pb::payments_server::Payments for PaymentsGrpc {
         let user = UserId::parse(&req.user_id).map_err(invalid)?;
         let amount = Amount::try_from(req.amount).map_err(invalid)?;
         let key = IdempotencyKey::parse_optional(&req.idempotency_key).map_err(invalid)?;
-        let account = accounts::top_up(&self.pool, user, amount, key)
-            .await
-            .map_err(status)?;
+        let (_permit, mut client) = self.enter(user).await?;
+        let credited = accounts::top_up(&mut client, user, amount, key).await;
+        client.release();
+        let account = credited.map_err(status)?;
         Ok(Response::new(pb::TopUpResponse {
             account: Some(to_proto(account)),
         }))

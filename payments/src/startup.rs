@@ -49,7 +49,11 @@ pub async fn build(
         wake,
     );
 
-    let payments = PaymentsGrpc::new(pool.clone());
+    // The API has its own connections, with a short lock timeout.
+    let payments = PaymentsGrpc::new(
+        pool::connect_for_api(&config.database).await?,
+        config.database.api_calls_per_key,
+    );
     let (health, router) = grpc::base_router(SPEC.grpc_service)?;
     health.serving().await;
     let router = router.add_service(PaymentsServer::new(payments));

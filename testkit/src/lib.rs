@@ -41,9 +41,8 @@ impl TestDb {
             .expect("SHOP_TEST_DATABASE_URL is a valid URL");
         pg.dbname(&name);
         let config = DbConfig {
-            url: url_of(&pg, &name),
             pool_size: 32,
-            connect_timeout: Duration::from_secs(5),
+            ..DbConfig::for_url(url_of(&pg, &name))
         };
         Self {
             name,
@@ -128,6 +127,8 @@ pub fn kafka_config(partitions: i32) -> shop_db::kafka::KafkaConfig {
             partitions,
             replication_factor: 1,
         },
+        session_timeout: Duration::from_secs(6),
+        group_instance_id: None,
     }
 }
 
@@ -306,6 +307,7 @@ pub fn service_config(
             retry_min: Duration::from_millis(20),
             retry_max: Duration::from_millis(200),
             partition_refresh: Duration::from_secs(1),
+            revoke_timeout: Duration::from_secs(5),
         },
         retention: shop_db::retention::RetentionConfig::default(),
         log_format: shop_runtime::LogFormat::Text,

@@ -147,6 +147,7 @@ impl Setup {
             retry_min: Duration::from_millis(10),
             retry_max: Duration::from_millis(50),
             partition_refresh: Duration::from_secs(1),
+            revoke_timeout: Duration::from_secs(5),
         };
         InboxConsumer::new(
             self.pool.clone(),
@@ -281,6 +282,7 @@ async fn all_mode_refuses_a_topic_that_does_not_exist() {
         retry_min: Duration::from_millis(10),
         retry_max: Duration::from_millis(10),
         partition_refresh: Duration::from_secs(1),
+        revoke_timeout: Duration::from_secs(5),
     };
     let mut kafka = s.kafka.clone();
     kafka

@@ -3,4 +3,5 @@
 
 mod errors;
 mod inbox;
+mod rebalance;
 mod relay;

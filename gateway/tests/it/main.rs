@@ -3,5 +3,6 @@
 //! the connection).
 
 mod auth;
+mod replicas;
 mod router;
 mod upstreams;

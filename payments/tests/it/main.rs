@@ -2,6 +2,7 @@
 //! database, fresh topics and consumer group, against the real broker.
 
 mod accounts;
+mod blast_radius;
 mod helpers;
 mod pipeline;
 mod startup;

@@ -33,9 +33,9 @@ async fn unreachable_database_fails_with_a_clear_error() {
     let db = TestDb::create("unused").await;
     let mut config = shop_testkit::service_config(&db, shop_testkit::kafka_config(1), "unused");
     config.database = DbConfig {
-        url: "postgres://postgres@127.0.0.1:1/payments".to_owned(),
         pool_size: 2,
         connect_timeout: Duration::from_secs(2),
+        ..DbConfig::for_url("postgres://postgres@127.0.0.1:1/payments")
     };
     let err = shop_payments::startup::build(&config, &CancellationToken::new())
         .await

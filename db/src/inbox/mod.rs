@@ -17,13 +17,20 @@
 //!   never a reason to give up: it retries in place with backoff. Messages
 //!   that cannot be decoded or that the handler rejects as permanently
 //!   invalid are parked in `dead_letters` after `INBOX_MAX_ATTEMPTS`.
-//! - If a worker dies, [`InboxConsumer::run`] returns an error, and the
-//!   service stops with it (see `service.rs`): it never stays up with its
-//!   pipeline dead.
+//! - If a worker dies, or the Kafka client meets a fatal error,
+//!   [`InboxConsumer::run`] returns an error, and the service stops with it
+//!   (see `service.rs`): it never stays up with its pipeline dead.
+//! - In group mode, replicas share the partitions (cooperative rebalancing).
+//!   A revoked partition's worker stops, stores what it applied and is gone
+//!   before the revoke completes, and a worker can never store an offset for
+//!   a partition it no longer owns: see [`ownership`].
+
+pub mod ownership;
 
 use crate::backoff::Backoff;
 use crate::outbox::{self, NewEvent, RelayWake};
 use crate::{DbError, Pool, Transaction, dead_letter, headers, kafka};
+use ownership::{Ownership, WorkerClaim};
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -147,6 +154,10 @@ pub struct InboxConfig {
     /// `{PREFIX}INBOX_PARTITION_REFRESH_MS`: in `all` mode, how often to look
     /// for partitions added to the topic.
     pub partition_refresh: Duration,
+    /// `{PREFIX}INBOX_REVOKE_TIMEOUT_MS`: how long a revoke (or shutdown)
+    /// waits for a partition's worker to finish its batch; half of it is the
+    /// grace after which a batch in flight is abandoned (rolled back).
+    pub revoke_timeout: Duration,
 }
 
 impl InboxConfig {
@@ -173,6 +184,7 @@ impl InboxConfig {
             retry_max: Duration::from_secs(5),
             partition_refresh: env
                 .millis_or("INBOX_PARTITION_REFRESH_MS", Duration::from_secs(10))?,
+            revoke_timeout: env.millis_or("INBOX_REVOKE_TIMEOUT_MS", Duration::from_secs(5))?,
         })
     }
 }
@@ -188,6 +200,8 @@ pub enum InboxError {
         partition: i32,
         reason: String,
     },
+    #[error("the Kafka consumer of {topic} met a fatal error: {reason}")]
+    Fatal { topic: String, reason: String },
 }
 
 /// Consumes one topic into one database through a [`Handler`].
@@ -198,7 +212,9 @@ pub struct InboxConsumer<H> {
     handler: H,
     config: InboxConfig,
     relay: RelayWake,
-    /// The last offset applied per partition, for the lag gauge.
+    /// The partitions this member owns (shared with the consumer's context).
+    ownership: Arc<Ownership>,
+    /// The last offset applied per owned partition, for the lag gauge.
     applied: Arc<std::sync::Mutex<HashMap<i32, i64>>>,
 }
 
@@ -247,14 +263,15 @@ impl Backlog {
         }
     }
 
+    /// Drops what is queued for `partition` (revoked, or a new claim).
+    fn forget(&mut self, partition: i32) {
+        self.0.remove(&partition);
+    }
+
     /// Moves what the workers have room for; resumes emptied partitions.
-    fn drain<H: Handler>(
-        &mut self,
-        consumer: &InboxConsumer<H>,
-        workers: &HashMap<i32, mpsc::Sender<OwnedMessage>>,
-    ) {
+    fn drain<H: Handler>(&mut self, consumer: &InboxConsumer<H>, workers: &HashMap<i32, Worker>) {
         self.0.retain(|partition, queue| {
-            let Some(worker) = workers.get(partition) else {
+            let Some(worker) = workers.get(partition).map(|w| &w.sender) else {
                 return false;
             };
             while let Some(message) = queue.pop_front() {
@@ -271,6 +288,22 @@ impl Backlog {
             false
         });
     }
+}
+
+/// The reader's handle on one partition's worker.
+struct Worker {
+    /// The claim it works under.
+    epoch: u64,
+    sender: mpsc::Sender<OwnedMessage>,
+}
+
+/// Why a worker returned.
+enum Stopped {
+    /// Its partition was revoked, or the consumer is stopping.
+    Revoked,
+    /// Never, unless a bug: the reader reports it.
+    #[allow(dead_code)]
+    Early,
 }
 
 /// What one transaction did.
@@ -291,8 +324,11 @@ impl<H: Handler> InboxConsumer<H> {
         config: InboxConfig,
         relay: RelayWake,
     ) -> Self {
+        let ownership = Arc::clone(consumer.context().ownership());
+        ownership.set_revoke_timeout(config.revoke_timeout);
         Self {
             pool,
+            ownership,
             consumer: Arc::new(consumer),
             topic: topic.to_owned(),
             handler,
@@ -311,9 +347,8 @@ impl<H: Handler> InboxConsumer<H> {
             return Ok(()); // stopped before it started
         };
         tracing::info!(topic = %this.topic, group = %this.config.group_id, "inbox consumer started");
-        // Workers stop with the consumer, also when it stops on an error.
-        let stop_workers = shutdown.child_token();
-        let mut workers: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
+        let mut workers: HashMap<i32, Worker> = HashMap::new();
+        let mut seen_generation = this.ownership.generation();
         let mut backlog = Backlog::default();
         let mut tasks = JoinSet::new();
         let mut partitions = HashMap::new();
@@ -322,6 +357,7 @@ impl<H: Handler> InboxConsumer<H> {
         let mut drain = tokio::time::interval(Duration::from_millis(20));
         let mut lag = tokio::time::interval(Duration::from_secs(5));
         lag.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut fatal = tokio::time::interval(Duration::from_secs(1));
         let mut errors = Backoff::new(this.config.retry_min, this.config.retry_max);
         let outcome = loop {
             tokio::select! {
@@ -333,7 +369,12 @@ impl<H: Handler> InboxConsumer<H> {
                         break Ok(());
                     }
                     let (id, reason) = match ended {
-                        Ok((id, ())) => (id, "it stopped".to_owned()),
+                        // A revoked partition's worker stops: no failure either.
+                        Ok((id, Stopped::Revoked)) => {
+                            partitions.remove(&id);
+                            continue;
+                        }
+                        Ok((id, Stopped::Early)) => (id, "it stopped".to_owned()),
                         Err(e) => (e.id(), e.to_string()),
                     };
                     let partition = partitions.get(&id).copied().unwrap_or(-1);
@@ -341,6 +382,11 @@ impl<H: Handler> InboxConsumer<H> {
                 }
                 _ = drain.tick(), if !backlog.is_empty() => backlog.drain(&this, &workers),
                 _ = lag.tick() => this.measure_lag().await,
+                _ = fatal.tick() => {
+                    if let Some((code, reason)) = this.consumer.client().fatal_error() {
+                        break Err(InboxError::Fatal { topic: this.topic.clone(), reason: format!("{code:?}: {reason}") });
+                    }
+                }
                 _ = refresh.tick(), if this.config.assignment == Assignment::All => {
                     if let Err(e) = this.assign_new_partitions(&mut known).await {
                         tracing::warn!(error = %e, topic = %this.topic, "cannot look for new partitions");
@@ -358,18 +404,38 @@ impl<H: Handler> InboxConsumer<H> {
                         }
                     };
                     errors.reset();
+                    let generation = this.ownership.generation();
+                    if generation != seen_generation {
+                        seen_generation = generation;
+                        this.prune(&mut workers, &mut backlog);
+                    }
                     let partition = message.partition();
-                    let worker = workers.entry(partition).or_insert_with(|| {
-                        let (sender, receiver) = mpsc::channel(this.config.batch_size * 2);
-                        let work = Arc::clone(&this).work(partition, receiver, stop_workers.clone());
-                        partitions.insert(tasks.spawn(work).id(), partition);
-                        sender
-                    });
-                    backlog.hand_over(&this, worker, message);
+                    let Some(epoch) = this.ownership.epoch(partition) else {
+                        // Fetched before its partition was revoked: its new
+                        // owner reads it from the committed offset.
+                        continue;
+                    };
+                    if workers.get(&partition).is_none_or(|w| w.epoch != epoch) {
+                        backlog.forget(partition);
+                        match this.ownership.take_for_worker(partition) {
+                            Some(claim) => {
+                                let (sender, receiver) = mpsc::channel(this.config.batch_size * 2);
+                                let epoch = claim.epoch;
+                                let work = Arc::clone(&this).work(claim, receiver);
+                                partitions.insert(tasks.spawn(work).id(), partition);
+                                workers.insert(partition, Worker { epoch, sender });
+                            }
+                            None => continue, // revoked meanwhile
+                        }
+                    }
+                    if let Some(worker) = workers.get(&partition) {
+                        backlog.hand_over(&this, &worker.sender, message);
+                    }
                 }
             }
         };
-        stop_workers.cancel();
+        // Every worker finishes (or abandons) its batch and stores its offset.
+        this.ownership.stop_all();
         drop(workers);
         while let Some(ended) = tasks.join_next().await {
             if let Err(e) = ended {
@@ -387,6 +453,22 @@ impl<H: Handler> InboxConsumer<H> {
         }
         tracing::info!(topic = %this.topic, "inbox consumer stopped");
         outcome
+    }
+
+    /// Drops the reader's state of partitions this member no longer owns
+    /// (or owns under a newer claim): workers, backlog, applied offsets;
+    /// their lag gauges are no longer set, so the exporter drops them.
+    fn prune(&self, workers: &mut HashMap<i32, Worker>, backlog: &mut Backlog) {
+        workers.retain(|partition, worker| {
+            let owned = self.ownership.epoch(*partition) == Some(worker.epoch);
+            if !owned {
+                backlog.forget(*partition);
+            }
+            owned
+        });
+        if let Ok(mut applied) = self.applied.lock() {
+            applied.retain(|partition, _| self.ownership.epoch(*partition).is_some());
+        }
     }
 
     /// `shop_inbox_lag{topic,partition}`: messages on the broker not yet
@@ -505,6 +587,8 @@ impl<H: Handler> InboxConsumer<H> {
         if added.count() == 0 {
             return Ok(());
         }
+        self.ownership
+            .assign(added.elements().iter().map(|e| e.partition()));
         self.consumer
             .incremental_assign(&added)
             .map_err(|e| e.to_string())?;
@@ -519,17 +603,19 @@ impl<H: Handler> InboxConsumer<H> {
     /// in order; the offset is stored after each batch's commit.
     async fn work(
         self: Arc<Self>,
-        partition: i32,
+        claim: WorkerClaim,
         mut messages: mpsc::Receiver<OwnedMessage>,
-        shutdown: CancellationToken,
-    ) {
+    ) -> Stopped {
+        let partition = claim.partition;
+        let stop = claim.stop.clone();
         loop {
             let first = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return,
+                // What is queued is dropped: the next owner reads it again.
+                _ = stop.cancelled() => return Stopped::Revoked,
                 m = messages.recv() => match m {
                     Some(m) => m,
-                    None => return,
+                    None => return Stopped::Revoked,
                 },
             };
             let mut batch = vec![first];
@@ -539,18 +625,41 @@ impl<H: Handler> InboxConsumer<H> {
                     Err(_) => break,
                 }
             }
-            if !self.apply(&batch, &shutdown).await {
-                return;
+            // Past the grace after a revoke, the batch is abandoned: its
+            // transaction rolls back and the next owner applies it.
+            let grace = self.config.revoke_timeout / 2;
+            let abandon = async {
+                stop.cancelled().await;
+                tokio::time::sleep(grace).await;
+            };
+            let applied = tokio::select! {
+                applied = self.apply(&batch, &stop) => applied,
+                _ = abandon => {
+                    tracing::warn!(partition, size = batch.len(), "batch abandoned on revoke");
+                    false
+                }
+            };
+            if !applied {
+                return Stopped::Revoked;
             }
             if let Some(last) = batch.last() {
-                if let Err(e) = self
-                    .consumer
-                    .store_offset(&self.topic, partition, last.offset())
-                {
-                    tracing::warn!(error = %e, partition, "cannot store offset (partition revoked?)");
-                }
-                if let Ok(mut applied) = self.applied.lock() {
-                    applied.insert(partition, last.offset());
+                let stored = self.ownership.store_if_owned(&claim, || {
+                    self.consumer
+                        .store_offset(&self.topic, partition, last.offset())
+                });
+                match stored {
+                    Some(Ok(())) => {
+                        if let Ok(mut applied) = self.applied.lock() {
+                            applied.insert(partition, last.offset());
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, partition, "cannot store offset");
+                    }
+                    None => {
+                        tracing::info!(partition, "partition revoked: offset not stored");
+                        return Stopped::Revoked;
+                    }
                 }
             }
         }
