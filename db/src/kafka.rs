@@ -7,7 +7,7 @@
 //! lists: `{PREFIX}KAFKA_PROPERTIES` (all clients),
 //! `{PREFIX}KAFKA_PRODUCER_PROPERTIES` and `{PREFIX}KAFKA_CONSUMER_PROPERTIES`.
 
-use crate::inbox::ownership::Ownership;
+use crate::inbox::ownership::{Ownership, wait_blocking};
 use rdkafka::ClientConfig;
 use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -248,13 +248,21 @@ impl ConsumerContext for InboxContext {
             Rebalance::Assign(list) => {
                 self.ownership
                     .assign(list.elements().iter().map(|e| e.partition()));
+                // A partition this member paused (its worker was full) and
+                // lost stays paused in librdkafka when it comes back: resume.
+                if let Err(e) = consumer.resume(list) {
+                    tracing::warn!(error = %e, "cannot resume assigned partitions");
+                }
                 tracing::info!(partitions = %describe(list), "partitions assigned");
             }
             Rebalance::Revoke(list) => {
                 let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
                 let started = std::time::Instant::now();
                 let late = self.ownership.revoke(&partitions);
-                match consumer.commit_consumer_state(CommitMode::Sync) {
+                // A synchronous network call: off the runtime's core where possible.
+                let committed = wait_blocking(|| consumer.commit_consumer_state(CommitMode::Sync))
+                    .unwrap_or_else(|| consumer.commit_consumer_state(CommitMode::Async));
+                match committed {
                     Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                     // The partitions may already be someone else's (a
                     // lost assignment): their new owner re-applies what was

@@ -60,15 +60,27 @@ const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// Keeps the balancer's replicas to those that answer: every
 /// [`PROBE_EVERY`], each replica gets a gRPC health check on a connection
-/// of its own; SERVING (or a server without the health service) puts it in,
-/// anything else (no connection, no answer within a second, NOT_SERVING)
-/// takes it out. Ends when the channel is dropped.
+/// of its own; SERVING (or a server without the health service) puts it
+/// back, two failures in a row (no connection, no answer within a second,
+/// NOT_SERVING) take it out. Ends when the channel is dropped.
 async fn watch_replicas(endpoints: Vec<Endpoint>, changes: Sender<Change<usize, Endpoint>>) {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
     let probes: Vec<Channel> = endpoints.iter().map(Endpoint::connect_lazy).collect();
-    let mut present = vec![false; endpoints.len()];
+    // Every replica starts in the balancer; one is taken out after two
+    // failed probes in a row (a single slow answer on a busy host is no outage).
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        if changes
+            .send(Change::Insert(i, endpoint.clone()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let mut present = vec![true; endpoints.len()];
+    let mut failures = vec![0_u32; endpoints.len()];
     let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -83,7 +95,9 @@ async fn watch_replicas(endpoints: Vec<Endpoint>, changes: Sender<Change<usize, 
             }
         }))
         .await;
-        for (i, up) in answers.into_iter().enumerate() {
+        for (i, answered) in answers.into_iter().enumerate() {
+            failures[i] = if answered { 0 } else { failures[i] + 1 };
+            let up = failures[i] < 2;
             if up == present[i] {
                 continue;
             }

@@ -210,8 +210,10 @@ impl Ownership {
 /// tokio runtime through `block_in_place` (its other tasks move to another
 /// thread, the workers we wait for among them), outside any runtime as is.
 /// On a current-thread runtime, blocking would stop the very workers we
-/// wait for: then nothing waits and `None` is returned (fencing still holds).
-fn wait_blocking<T>(wait: impl FnOnce() -> T) -> Option<T> {
+/// wait for: then nothing waits and `None` is returned (fencing still holds,
+/// but the worker may still be finishing its batch when the partition goes;
+/// the services run on the multi-threaded runtime).
+pub fn wait_blocking<T>(wait: impl FnOnce() -> T) -> Option<T> {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(RuntimeFlavor::MultiThread) => Some(tokio::task::block_in_place(wait)),
