@@ -202,7 +202,11 @@ impl KafkaConfig {
                 )
             })
             .collect();
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let options = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            // Bounds the wait for a controller too (a broker without one, like
+            // the mock cluster, would otherwise keep us a minute).
+            .request_timeout(Some(Duration::from_secs(10)));
         for result in admin.create_topics(&new, &options).await? {
             match result {
                 Ok(topic) => tracing::info!(%topic, "created topic"),

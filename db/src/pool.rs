@@ -4,7 +4,8 @@
 //!
 //! A service has three pools, so that one kind of work can never take the
 //! connections another needs:
-//! - [`connect`]: the pipeline's (inbox batches, retention, gauges);
+//! - [`connect`]: the pipeline's (inbox batches, retention, gauges), whose
+//!   inbox batches also go through [`CallClient`];
 //! - [`connect_for_api`]: the gRPC API's, whose sessions also have a short
 //!   `lock_timeout` and `statement_timeout`, used through [`CallClient`] so a
 //!   call that gives up cancels its statement;
@@ -239,14 +240,15 @@ async fn build(
     Ok(pool)
 }
 
-/// A connection for one API call, taken from the API pool by the gRPC edge
-/// and handed back with [`CallClient::release`] once the use case returned.
+/// A connection for one unit of work — an API call (taken by the gRPC edge)
+/// or an inbox batch — handed back with [`CallClient::release`] once the
+/// work returned.
 ///
-/// If the call is dropped before that — its deadline passed, or the client
-/// went away, and tonic dropped the handler's future mid-statement — the
-/// statement in flight is cancelled (the server's cancel request) and the
-/// connection is discarded, never returned to the pool with a statement
-/// still queued on it for the next caller to wait behind.
+/// If the work is dropped before that — an API call's deadline passed and
+/// tonic dropped the handler's future, or an inbox worker abandoned its batch
+/// on revoke — the statement in flight is cancelled (the server's cancel
+/// request) and the connection is discarded, never returned to the pool with
+/// a statement still queued on it for the next caller to wait behind.
 #[derive(Debug)]
 pub struct CallClient(Option<Object>);
 
@@ -347,6 +349,53 @@ mod tests {
             let err = DbConfig::from_env(&env, "payments").expect_err(var);
             assert_eq!(err.var, var, "{err}");
         }
+    }
+
+    #[test]
+    fn new_variables_are_read_and_checked() {
+        let env = Env::from_pairs(
+            "PAYMENTS_",
+            [
+                ("PAYMENTS_DATABASE_API_POOL_SIZE", "8"),
+                ("PAYMENTS_DATABASE_API_LOCK_TIMEOUT_MS", "250"),
+                ("PAYMENTS_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", "3000"),
+            ],
+        );
+        let db = DbConfig::from_env(&env, "payments").expect("valid");
+        assert_eq!(db.api_pool_size, 8);
+        assert_eq!(db.api_limits.lock_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(db.limits.lock_timeout, None, "the pipeline waits on locks");
+        assert_eq!(
+            db.api_limits.idle_in_transaction_timeout,
+            Duration::from_secs(3),
+            "the API's sessions share the session-wide limits"
+        );
+        for (var, value) in [
+            ("PAYMENTS_DATABASE_API_POOL_SIZE", "0"),
+            ("PAYMENTS_DATABASE_API_CALLS_PER_KEY", "0"),
+            ("PAYMENTS_DATABASE_API_LOCK_TIMEOUT_MS", "soon"),
+            ("PAYMENTS_DATABASE_STATEMENT_TIMEOUT_MS", "0"),
+        ] {
+            let env = Env::from_pairs("PAYMENTS_", [(var, value)]);
+            let err = DbConfig::from_env(&env, "payments").expect_err(var);
+            assert_eq!(err.var, var, "{err}");
+        }
+    }
+
+    #[test]
+    fn session_options_carry_every_limit() {
+        let db = DbConfig::for_url("postgres://x@h/d");
+        let api = db.api_limits.options();
+        for part in [
+            "statement_timeout=5000",
+            "lock_timeout=1000",
+            "idle_in_transaction_session_timeout=10000",
+            "tcp_keepalives_idle=5",
+            "tcp_user_timeout=10000",
+        ] {
+            assert!(api.contains(part), "{api} lacks {part}");
+        }
+        assert!(!db.limits.options().contains("lock_timeout"));
     }
 
     #[test]

@@ -360,13 +360,48 @@ impl<C> TestService<C> {
 
     /// The first column of the first row of `sql` (a count, usually).
     pub async fn scalar(&self, sql: &str) -> i64 {
-        self.pool
-            .get()
-            .await
-            .expect("conn")
-            .query_one(sql, &[])
-            .await
-            .expect("query")
-            .get(0)
+        scalar(&self.pool, sql).await
+    }
+}
+
+/// The first column of the first row of `sql` on `pool` (a count, usually).
+pub async fn scalar(pool: &shop_db::Pool, sql: &str) -> i64 {
+    pool.get()
+        .await
+        .expect("conn")
+        .query_one(sql, &[])
+        .await
+        .expect("query")
+        .get(0)
+}
+
+/// librdkafka's own mock cluster: three brokers on loopback sockets with a
+/// real group coordinator, alive while this value lives. The second test
+/// broker, for consumer-group behaviour tansu cannot show (see "The test
+/// brokers" in docs/architecture.md).
+pub struct MockKafka {
+    pub cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    /// Settings that reach the cluster: fresh topics (created, with
+    /// `partitions` each: the mock has no CreateTopics), no tansu
+    /// workaround, and a 3 s session, because the mock's coordinator waits
+    /// `session.timeout.ms` − 1 s in every rebalance round that follows a
+    /// membership change (Apache Kafka ends the round once all have rejoined).
+    pub kafka: shop_db::kafka::KafkaConfig,
+}
+
+impl MockKafka {
+    /// Starts a cluster with both topics of a fresh [`kafka_config`].
+    pub fn start(partitions: i32) -> Self {
+        let mut kafka = kafka_config(partitions);
+        let cluster = rdkafka::mocking::MockCluster::new(3).expect("mock cluster starts");
+        for topic in [&kafka.topics.requests, &kafka.topics.results] {
+            cluster
+                .create_topic(topic, partitions, 1)
+                .expect("topic created");
+        }
+        kafka.brokers = cluster.bootstrap_servers();
+        kafka.producer.clear();
+        kafka.session_timeout = Duration::from_secs(3);
+        Self { cluster, kafka }
     }
 }

@@ -29,7 +29,7 @@ pub mod ownership;
 
 use crate::backoff::Backoff;
 use crate::outbox::{self, NewEvent, RelayWake};
-use crate::{DbError, Pool, Transaction, dead_letter, headers, kafka};
+use crate::{CallClient, DbError, Pool, Transaction, dead_letter, headers, kafka};
 use ownership::{Ownership, WorkerClaim};
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -156,7 +156,8 @@ pub struct InboxConfig {
     pub partition_refresh: Duration,
     /// `{PREFIX}INBOX_REVOKE_TIMEOUT_MS`: how long a revoke (or shutdown)
     /// waits for a partition's worker to finish its batch; half of it is the
-    /// grace after which a batch in flight is abandoned (rolled back).
+    /// grace after which a batch in flight is abandoned (its statement
+    /// cancelled, its transaction rolled back).
     pub revoke_timeout: Duration,
 }
 
@@ -297,15 +298,6 @@ struct Worker {
     sender: mpsc::Sender<OwnedMessage>,
 }
 
-/// Why a worker returned.
-enum Stopped {
-    /// Its partition was revoked, or the consumer is stopping.
-    Revoked,
-    /// Never, unless a bug: the reader reports it.
-    #[allow(dead_code)]
-    Early,
-}
-
 /// What one transaction did.
 struct Applied {
     new: usize,
@@ -368,17 +360,17 @@ impl<H: Handler> InboxConsumer<H> {
                         // Workers stop on shutdown too: that is no failure.
                         break Ok(());
                     }
-                    let (id, reason) = match ended {
-                        // A revoked partition's worker stops: no failure either.
-                        Ok((id, Stopped::Revoked)) => {
+                    match ended {
+                        // A worker returns only when its partition is
+                        // revoked (or the consumer stops): no failure.
+                        Ok((id, ())) => {
                             partitions.remove(&id);
-                            continue;
                         }
-                        Ok((id, Stopped::Early)) => (id, "it stopped".to_owned()),
-                        Err(e) => (e.id(), e.to_string()),
-                    };
-                    let partition = partitions.get(&id).copied().unwrap_or(-1);
-                    break Err(InboxError::WorkerDied { topic: this.topic.clone(), partition, reason });
+                        Err(e) => {
+                            let partition = partitions.get(&e.id()).copied().unwrap_or(-1);
+                            break Err(InboxError::WorkerDied { topic: this.topic.clone(), partition, reason: e.to_string() });
+                        }
+                    }
                 }
                 _ = drain.tick(), if !backlog.is_empty() => backlog.drain(&this, &workers),
                 _ = lag.tick() => this.measure_lag().await,
@@ -456,8 +448,10 @@ impl<H: Handler> InboxConsumer<H> {
     }
 
     /// Drops the reader's state of partitions this member no longer owns
-    /// (or owns under a newer claim): workers, backlog, applied offsets;
-    /// their lag gauges are no longer set, so the exporter drops them.
+    /// (or owns under a newer claim): workers, backlog, applied offsets.
+    /// The lag gauge of a partition no longer owned is set to 0 — this
+    /// member owes nothing on it — and no longer measured, so summing the
+    /// gauge over replicas gives the partition's lag.
     fn prune(&self, workers: &mut HashMap<i32, Worker>, backlog: &mut Backlog) {
         workers.retain(|partition, worker| {
             let owned = self.ownership.epoch(*partition) == Some(worker.epoch);
@@ -466,9 +460,17 @@ impl<H: Handler> InboxConsumer<H> {
             }
             owned
         });
-        if let Ok(mut applied) = self.applied.lock() {
-            applied.retain(|partition, _| self.ownership.epoch(*partition).is_some());
-        }
+        let Ok(mut applied) = self.applied.lock() else {
+            return;
+        };
+        applied.retain(|partition, _| {
+            let owned = self.ownership.epoch(*partition).is_some();
+            if !owned {
+                metrics::gauge!("shop_inbox_lag", "topic" => self.topic.clone(), "partition" => partition.to_string())
+                    .set(0.0);
+            }
+            owned
+        });
     }
 
     /// `shop_inbox_lag{topic,partition}`: messages on the broker not yet
@@ -601,21 +603,17 @@ impl<H: Handler> InboxConsumer<H> {
 
     /// One partition's worker: batches of what has already arrived, applied
     /// in order; the offset is stored after each batch's commit.
-    async fn work(
-        self: Arc<Self>,
-        claim: WorkerClaim,
-        mut messages: mpsc::Receiver<OwnedMessage>,
-    ) -> Stopped {
+    async fn work(self: Arc<Self>, claim: WorkerClaim, mut messages: mpsc::Receiver<OwnedMessage>) {
         let partition = claim.partition;
         let stop = claim.stop.clone();
         loop {
             let first = tokio::select! {
                 biased;
                 // What is queued is dropped: the next owner reads it again.
-                _ = stop.cancelled() => return Stopped::Revoked,
+                _ = stop.cancelled() => return,
                 m = messages.recv() => match m {
                     Some(m) => m,
-                    None => return Stopped::Revoked,
+                    None => return,
                 },
             };
             let mut batch = vec![first];
@@ -626,7 +624,9 @@ impl<H: Handler> InboxConsumer<H> {
                 }
             }
             // Past the grace after a revoke, the batch is abandoned: its
-            // transaction rolls back and the next owner applies it.
+            // statement is cancelled and its transaction rolled back (see
+            // `attempt`), and the next owner applies it. Had its commit
+            // already gone out, the next owner's inbox skips the events.
             let grace = self.config.revoke_timeout / 2;
             let abandon = async {
                 stop.cancelled().await;
@@ -640,7 +640,7 @@ impl<H: Handler> InboxConsumer<H> {
                 }
             };
             if !applied {
-                return Stopped::Revoked;
+                return;
             }
             if let Some(last) = batch.last() {
                 let stored = self.ownership.store_if_owned(&claim, || {
@@ -658,7 +658,7 @@ impl<H: Handler> InboxConsumer<H> {
                     }
                     None => {
                         tracing::info!(partition, "partition revoked: offset not stored");
-                        return Stopped::Revoked;
+                        return;
                     }
                 }
             }
@@ -737,7 +737,23 @@ impl<H: Handler> InboxConsumer<H> {
 
     /// One transaction: record the batch's event ids, apply the new events,
     /// enqueue the handler's events, commit; then wake the relay.
+    ///
+    /// A worker that abandons the batch drops this future: the connection's
+    /// [`CallClient`] guard then cancels the statement in flight and discards
+    /// the connection, so the transaction ends at once and its inbox rows
+    /// no longer hold up the partition's new owner.
     async fn attempt(&self, batch: &[OwnedMessage]) -> Result<Applied, HandleError> {
+        let mut client = CallClient::get(&self.pool).await?;
+        let applied = self.attempt_on(&mut client, batch).await;
+        client.release();
+        applied
+    }
+
+    async fn attempt_on(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        batch: &[OwnedMessage],
+    ) -> Result<Applied, HandleError> {
         let mut decoded = Vec::with_capacity(batch.len());
         for message in batch {
             decoded.push(decode::<H>(message)?);
@@ -750,7 +766,6 @@ impl<H: Handler> InboxConsumer<H> {
         let partitions: Vec<i32> = decoded.iter().map(|(_, e)| e.delivery.partition).collect();
         let offsets: Vec<i64> = decoded.iter().map(|(_, e)| e.delivery.offset).collect();
 
-        let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let record = tx.prepare_cached(RECORD).await?;
         let fresh: HashSet<Uuid> = tx

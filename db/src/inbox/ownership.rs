@@ -42,28 +42,26 @@ struct Claim {
     stop: CancellationToken,
     /// Until a worker takes it.
     alive: Option<mpsc::Sender<()>>,
-    gone: mpsc::Receiver<()>,
+    /// Disconnected once the worker holding `alive` is gone.
+    gone: Option<mpsc::Receiver<()>>,
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "epoch {}", self.epoch)
+    }
 }
 
 /// The partitions of one topic this member owns now.
 #[derive(Debug)]
 pub struct Ownership {
-    claims: Mutex<HashMap<i32, ClaimDebug>>,
+    claims: Mutex<HashMap<i32, Claim>>,
     next_epoch: AtomicU64,
     /// Bumped on every change, so the reader knows when to prune.
     generation: AtomicU64,
     revoke_timeout_ms: AtomicU64,
     /// Parent of every claim's stop token: cancelled on shutdown.
     root: CancellationToken,
-}
-
-/// A [`Claim`] that prints as its epoch.
-struct ClaimDebug(Claim);
-
-impl std::fmt::Debug for ClaimDebug {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "epoch {}", self.0.epoch)
-    }
 }
 
 impl Default for Ownership {
@@ -79,7 +77,7 @@ impl Default for Ownership {
 }
 
 impl Ownership {
-    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<i32, ClaimDebug>> {
+    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Claim>> {
         self.claims.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -103,10 +101,10 @@ impl Ownership {
                 epoch: self.next_epoch.fetch_add(1, Ordering::Relaxed),
                 stop: self.root.child_token(),
                 alive: Some(alive),
-                gone,
+                gone: Some(gone),
             };
-            if let Some(old) = claims.insert(partition, ClaimDebug(claim)) {
-                old.0.stop.cancel();
+            if let Some(old) = claims.insert(partition, claim) {
+                old.stop.cancel();
             }
         }
         self.generation.fetch_add(1, Ordering::Release);
@@ -114,14 +112,14 @@ impl Ownership {
 
     /// The current epoch of `partition`, if this member owns it.
     pub fn epoch(&self, partition: i32) -> Option<u64> {
-        self.claims().get(&partition).map(|c| c.0.epoch)
+        self.claims().get(&partition).map(|c| c.epoch)
     }
 
     /// What a new worker for `partition` needs; `None` if the partition is
     /// not owned, or its claim already has a worker.
     pub fn take_for_worker(&self, partition: i32) -> Option<WorkerClaim> {
         let mut claims = self.claims();
-        let claim = &mut claims.get_mut(&partition)?.0;
+        let claim = claims.get_mut(&partition)?;
         let alive = claim.alive.take()?;
         Some(WorkerClaim {
             partition,
@@ -136,7 +134,7 @@ impl Ownership {
     pub fn store_if_owned<T>(&self, claim: &WorkerClaim, store: impl FnOnce() -> T) -> Option<T> {
         let claims = self.claims();
         match claims.get(&claim.partition) {
-            Some(current) if current.0.epoch == claim.epoch => Some(store()),
+            Some(current) if current.epoch == claim.epoch => Some(store()),
             _ => None,
         }
     }
@@ -144,59 +142,47 @@ impl Ownership {
     /// Steps 1–3 of a revoke (see the module docs): stops the partitions'
     /// workers, waits for them up to the revoke timeout — only where the
     /// runtime lets this thread block — and drops their claims. Returns the
-    /// partitions whose worker did not stop in time.
+    /// partitions whose worker was not seen to stop (it outlived the wait,
+    /// or nothing could wait); fencing holds for them all the same.
     pub fn revoke(&self, partitions: &[i32]) -> Vec<i32> {
-        let waiting: Vec<(i32, u64)> = {
-            let claims = self.claims();
-            partitions
-                .iter()
-                .filter_map(|p| claims.get(p).map(|c| (*p, c.0.epoch)))
-                .inspect(|(p, _)| {
-                    if let Some(c) = claims.get(p) {
-                        c.0.stop.cancel();
+        // Under the lock: stop each worker and take what tells us it is gone
+        // (a claim that never got a worker has nothing to wait for).
+        let mut waiting: Vec<(i32, mpsc::Receiver<()>)> = Vec::new();
+        {
+            let mut claims = self.claims();
+            for partition in partitions {
+                if let Some(claim) = claims.get_mut(partition) {
+                    claim.stop.cancel();
+                    if claim.alive.is_none()
+                        && let Some(gone) = claim.gone.take()
+                    {
+                        waiting.push((*partition, gone));
                     }
-                })
-                .collect()
-        };
-        let timeout = Duration::from_millis(self.revoke_timeout_ms.load(Ordering::Relaxed));
-        let late = wait_blocking(|| self.wait_gone(&waiting, Instant::now() + timeout));
-        let mut claims = self.claims();
-        for (partition, epoch) in &waiting {
-            if claims.get(partition).is_some_and(|c| c.0.epoch == *epoch) {
-                claims.remove(partition);
+                }
             }
+        }
+        // Outside the lock: the workers store their last offsets meanwhile.
+        let timeout = Duration::from_millis(self.revoke_timeout_ms.load(Ordering::Relaxed));
+        let deadline = Instant::now() + timeout;
+        let late = wait_blocking(|| {
+            waiting
+                .iter()
+                .filter(|(_, gone)| {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    matches!(
+                        gone.recv_timeout(left),
+                        Err(mpsc::RecvTimeoutError::Timeout)
+                    )
+                })
+                .map(|(partition, _)| *partition)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_else(|| waiting.iter().map(|(partition, _)| *partition).collect());
+        let mut claims = self.claims();
+        for partition in partitions {
+            claims.remove(partition);
         }
         self.generation.fetch_add(1, Ordering::Release);
-        late.unwrap_or_default()
-    }
-
-    /// Waits until the workers of `waiting` are gone or `deadline` passes;
-    /// returns the partitions still busy.
-    fn wait_gone(&self, waiting: &[(i32, u64)], deadline: Instant) -> Vec<i32> {
-        let mut late = Vec::new();
-        for (partition, epoch) in waiting {
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let gone = {
-                    let claims = self.claims();
-                    match claims.get(partition) {
-                        Some(c) if c.0.epoch == *epoch && c.0.alive.is_none() => {
-                            // Poll without holding the lock across the wait.
-                            matches!(c.0.gone.try_recv(), Err(mpsc::TryRecvError::Disconnected))
-                        }
-                        _ => true, // no worker was ever started
-                    }
-                };
-                if gone {
-                    break;
-                }
-                if left.is_zero() {
-                    late.push(*partition);
-                    break;
-                }
-                std::thread::sleep(left.min(Duration::from_millis(5)));
-            }
-        }
         late
     }
 

@@ -45,3 +45,41 @@ async fn a_lost_connection_is_transient() {
     let after = client.query("SELECT 1", &[]).await.expect_err("closed");
     assert!(DbError::from(after).is_transient());
 }
+
+#[tokio::test]
+async fn lock_and_statement_timeouts_are_transient() {
+    let holder = connect().await;
+    let waiter = connect().await;
+    let table = format!("locked_{}", uuid::Uuid::new_v4().simple());
+    holder
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id int PRIMARY KEY); INSERT INTO {table} VALUES (1)"
+        ))
+        .await
+        .expect("table");
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM {table} WHERE id = 1 FOR UPDATE"
+        ))
+        .await
+        .expect("row locked");
+    let lock = waiter
+        .batch_execute(&format!(
+            "SET lock_timeout = 50; SELECT 1 FROM {table} WHERE id = 1 FOR UPDATE"
+        ))
+        .await
+        .expect_err("lock_timeout");
+    assert!(DbError::from(lock).is_transient(), "lock_timeout (55P03)");
+    let statement = waiter
+        .batch_execute("SET lock_timeout = 0; SET statement_timeout = 50; SELECT pg_sleep(1)")
+        .await
+        .expect_err("statement_timeout");
+    assert!(
+        DbError::from(statement).is_transient(),
+        "statement_timeout (57014)"
+    );
+    holder
+        .batch_execute(&format!("ROLLBACK; DROP TABLE {table}"))
+        .await
+        .expect("cleanup");
+}

@@ -27,12 +27,18 @@ const BLOCKED: i64 = 666;
 const SLOW: i64 = 57014;
 /// An amount that makes the handler panic.
 const PANIC: i64 = 500;
+/// An amount whose event sits in a 25 s statement (when the recorder stalls).
+pub const STALL: i64 = 25;
 
-/// Records every event it applies, in order, in `applied`.
+/// Records every event it applies, in order and with when, in `applied`.
 #[derive(Clone)]
-struct Recorder {
-    gate: Arc<Semaphore>,
-    timeouts: Arc<AtomicU32>,
+pub struct Recorder {
+    pub gate: Arc<Semaphore>,
+    pub timeouts: Arc<AtomicU32>,
+    /// Whether [`STALL`] stalls.
+    pub stalls: bool,
+    /// How many [`STALL`] statements have started.
+    pub stalled: Arc<AtomicU32>,
 }
 
 impl Handler for Recorder {
@@ -59,6 +65,10 @@ impl Handler for Recorder {
                         .await
                         .map_err(|e| HandleError::Transient(e.to_string()))?;
                 }
+                STALL if self.stalls => {
+                    self.stalled.fetch_add(1, Ordering::SeqCst);
+                    tx.batch_execute("SELECT pg_sleep(25)").await?;
+                }
                 SLOW if self.timeouts.fetch_add(1, Ordering::SeqCst) < 2 => {
                     tx.batch_execute("SET LOCAL statement_timeout = 1; SELECT pg_sleep(0.2)")
                         .await?;
@@ -75,15 +85,26 @@ impl Handler for Recorder {
     }
 }
 
-struct Setup {
-    db: TestDb,
-    pool: Pool,
-    kafka: KafkaConfig,
-    producer: FutureProducer,
-    recorder: Recorder,
+pub struct Setup {
+    pub db: TestDb,
+    pub pool: Pool,
+    pub kafka: KafkaConfig,
+    pub producer: FutureProducer,
+    pub recorder: Recorder,
 }
 
 async fn setup(partitions: i32) -> Setup {
+    let kafka = kafka_config(partitions);
+    kafka
+        .ensure_topics(&[&kafka.topics.requests])
+        .await
+        .expect("topic");
+    setup_on(kafka).await
+}
+
+/// A database with the messaging schema and an `applied` table, and a
+/// producer and recorder for `kafka`'s requests topic (which must exist).
+pub async fn setup_on(kafka: KafkaConfig) -> Setup {
     let db = TestDb::create("inbox").await;
     let pool = pool::connect(db.config()).await.expect("connects");
     let migrations = migrate::with_messaging(&refinery::Runner::new(&[])).expect("schema");
@@ -92,15 +113,11 @@ async fn setup(partitions: i32) -> Setup {
         .await
         .expect("conn")
         .batch_execute(
-            "CREATE TABLE applied (seq bigserial PRIMARY KEY, partition int NOT NULL, amount bigint NOT NULL)",
+            "CREATE TABLE applied (seq bigserial PRIMARY KEY, partition int NOT NULL,
+                 amount bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())",
         )
         .await
         .expect("table");
-    let kafka = kafka_config(partitions);
-    kafka
-        .ensure_topics(&[&kafka.topics.requests])
-        .await
-        .expect("topic");
     let producer = kafka.producer().expect("producer");
     Setup {
         db,
@@ -110,13 +127,15 @@ async fn setup(partitions: i32) -> Setup {
         recorder: Recorder {
             gate: Arc::new(Semaphore::new(0)),
             timeouts: Arc::default(),
+            stalls: false,
+            stalled: Arc::default(),
         },
     }
 }
 
 impl Setup {
     /// Produces one event with `amount` to `partition` and waits for its delivery.
-    async fn send(&self, partition: i32, amount: i64) {
+    pub async fn send(&self, partition: i32, amount: i64) {
         let event = PaymentRequested {
             event_id: Uuid::now_v7().to_string(),
             amount,
@@ -175,15 +194,8 @@ impl Setup {
             .collect()
     }
 
-    async fn count(&self, sql: &str) -> i64 {
-        self.pool
-            .get()
-            .await
-            .expect("conn")
-            .query_one(sql, &[])
-            .await
-            .expect("query")
-            .get(0)
+    pub async fn count(&self, sql: &str) -> i64 {
+        shop_testkit::scalar(&self.pool, sql).await
     }
 }
 

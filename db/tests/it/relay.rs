@@ -200,3 +200,70 @@ async fn a_broker_that_cannot_be_reached_parks_nothing_and_releases_the_claim() 
         "no attempt counted against the row"
     );
 }
+
+/// The relay renews its lease while the broker is slow to answer: a second
+/// relay over the same outbox claims nothing for as long as the first one
+/// awaits its delivery reports, however many leases that takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_publish_keeps_its_lease_and_is_never_claimed_twice() {
+    let mock = shop_testkit::MockKafka::start(1);
+    for broker in 1..=3 {
+        mock.cluster
+            .broker_round_trip_time(broker, Duration::from_millis(1_000))
+            .expect("slow broker");
+    }
+    let db = TestDb::create("relay").await;
+    let pool = messaging_db(&db).await;
+    let lease = Duration::from_millis(300);
+    let config = RelayConfig {
+        lease,
+        ..RelayConfig::default()
+    };
+    let relay = |config: RelayConfig| {
+        Relay::new(
+            pool.clone(),
+            mock.kafka.producer().expect("producer"),
+            config,
+            RelayWake::new(),
+        )
+    };
+    let (first, second) = (relay(config.clone()), relay(config));
+    let mut client = pool.get().await.expect("conn");
+    let tx = client.transaction().await.expect("tx");
+    let topic = mock.kafka.topics.requests.clone();
+    outbox::enqueue_all(&tx, &[event(&topic, "user-a", 1)])
+        .await
+        .expect("enqueued");
+    tx.commit().await.expect("commit");
+
+    let started = std::time::Instant::now();
+    let publishing = tokio::spawn(async move { first.publish_batch().await });
+    shop_testkit::eventually(
+        "the first relay's claim",
+        Duration::from_secs(10),
+        || async {
+            let claimed = shop_testkit::scalar(
+                &pool,
+                "SELECT count(*) FROM outbox WHERE claimed_until IS NOT NULL",
+            )
+            .await;
+            (claimed == 1).then_some(())
+        },
+    )
+    .await;
+    while !publishing.is_finished() {
+        assert_eq!(
+            second.publish_batch().await.expect("second relay"),
+            0,
+            "the row was claimed again while its publish was in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    assert_eq!(publishing.await.expect("task").expect("published"), 1);
+    assert!(
+        took > lease * 3,
+        "the publish took {took:?}: too quick to show the lease renewed"
+    );
+    assert_eq!(second.publish_batch().await.expect("second relay"), 0);
+}

@@ -3,16 +3,14 @@
 //! The replicas here are two gRPC servers on real sockets that implement the
 //! Payments API by counting calls and answering "no such account".
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use crate::upstreams::get_account;
+use axum::http::StatusCode;
 use shop_proto::payments as pb;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
-
-const USER: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
 
 #[derive(Clone, Default)]
 struct CountingReplica(Arc<AtomicUsize>);
@@ -61,16 +59,6 @@ async fn replica(
             ),
     );
     (format!("http://{addr}"), server)
-}
-
-fn get_account() -> Request<Body> {
-    Request::get(format!("/api/v1/accounts/{USER}"))
-        .header(
-            header::AUTHORIZATION,
-            format!("Bearer {}", crate::router::token(USER)),
-        )
-        .body(Body::empty())
-        .expect("request")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -84,7 +84,8 @@ fn create_order() -> Request<Body> {
         .expect("request")
 }
 
-fn get_account() -> Request<Body> {
+/// `GET /api/v1/accounts/{USER}` with the user's own token.
+pub fn get_account() -> Request<Body> {
     Request::get(format!("/api/v1/accounts/{USER}"))
         .header(
             header::AUTHORIZATION,
