@@ -33,10 +33,10 @@ bench: ## open-loop end-to-end figures on release builds (STEP_SECONDS, SCALE_RO
 	cargo build --workspace --bins --release
 	cargo bench -p shop-e2e --bench pipeline
 
-chaos: ## seeded fault injection of the whole stack (FAULTS=100, SEED=random)
+chaos: ## seeded fault injection of the whole stack (FAULTS=100, SEED=random, REPLICAS=1)
 	@source scripts/lib.sh && ensure_postgres && ensure_tansu_installed
 	cargo build --workspace --bins
-	$(CARGO_TARGET_DIR)/debug/chaos --faults $${FAULTS:-100} $${SEED:+--seed $$SEED}
+	$(CARGO_TARGET_DIR)/debug/chaos --faults $${FAULTS:-100} $${SEED:+--seed $$SEED} --replicas $${REPLICAS:-1}
 
 openapi: ## regenerate the committed openapi.yaml from the code
 	cargo run -q -p shop-gateway -- openapi > openapi.yaml

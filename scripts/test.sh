@@ -28,8 +28,10 @@ log "cargo build"
 cargo build --workspace --bins --quiet
 log "cargo test"
 cargo test --workspace --quiet
-log "chaos, short: 30 faults (make chaos runs 100)"
+log "chaos, short: 30 faults on one replica (make chaos runs 100)"
 "$CARGO_TARGET_DIR/debug/chaos" --faults 30 ${CHAOS_SEED:+--seed "$CHAOS_SEED"}
+log "chaos, short: 20 faults on two replicas per service in consumer groups (make chaos REPLICAS=2)"
+"$CARGO_TARGET_DIR/debug/chaos" --faults 20 --replicas 2 ${CHAOS_SEED:+--seed "$CHAOS_SEED"}
 log "grpcurl smoke test"
 "$ROOT/scripts/smoke-grpc.sh"
 log "schemathesis against the gateway"

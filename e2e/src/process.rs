@@ -65,6 +65,9 @@ pub struct ServiceProcess {
     probe: Probe,
     env: BTreeMap<String, String>,
     pub addr: SocketAddr,
+    /// Its Prometheus endpoint, when it has one.
+    pub metrics: Option<SocketAddr>,
+    log_name: String,
     log: PathBuf,
     child: Option<Child>,
     starts: u32,
@@ -83,6 +86,8 @@ impl ServiceProcess {
             probe: Probe::Grpc,
             env,
             addr,
+            metrics: None,
+            log_name: name.to_owned(),
             log: log_dir.join(format!("{name}.log")),
             child: None,
             starts: 0,
@@ -93,6 +98,34 @@ impl ServiceProcess {
     pub fn with_probe(mut self, probe: Probe) -> Self {
         self.probe = probe;
         self
+    }
+
+    /// Logs to `{name}.log` (replicas of one binary need one each).
+    pub fn with_log_name(mut self, name: &str) -> Self {
+        self.log.set_file_name(format!("{name}.log"));
+        self.log_name = name.to_owned();
+        self
+    }
+
+    /// Records where its metrics are served.
+    pub fn with_metrics(mut self, addr: SocketAddr) -> Self {
+        self.metrics = Some(addr);
+        self
+    }
+
+    /// The name of its log file, without `.log`.
+    pub fn log_name(&self) -> &str {
+        &self.log_name
+    }
+
+    /// How many times it was started.
+    pub fn starts(&self) -> u32 {
+        self.starts
+    }
+
+    /// Whether it was started and has not been stopped since.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Spawns the process and waits until its health check passes.

@@ -1,7 +1,7 @@
 //! The backend as it runs in production, in miniature: both service binaries
 //! with their own fresh databases, sharing a private broker and fresh topics.
 
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerKind};
 use crate::process::{Probe, ServiceProcess, free_port};
 use shop_db::{DbConfig, Pool};
 use shop_proto::orders::orders_client::OrdersClient;
@@ -10,22 +10,105 @@ use shop_proto::payments::{CreateAccountRequest, TopUpRequest};
 use shop_testkit::TestDb;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
-/// Both services, their databases and a broker.
+/// Which service a replica runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Service {
+    Orders,
+    Payments,
+}
+
+impl Service {
+    pub const BOTH: [Self; 2] = [Self::Orders, Self::Payments];
+
+    /// The binary's name, also its consumer group's suffix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Orders => "orders",
+            Self::Payments => "payments",
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Orders => "ORDERS_",
+            Self::Payments => "PAYMENTS_",
+        }
+    }
+
+    /// The topic this service consumes (its inbox's).
+    pub fn consumes(self, kafka: &shop_db::kafka::KafkaConfig) -> &str {
+        match self {
+            Self::Orders => &kafka.topics.results,
+            Self::Payments => &kafka.topics.requests,
+        }
+    }
+}
+
+/// How to start a [`Stack`].
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub broker: BrokerKind,
+    /// `*_CONSUMER_ASSIGNMENT=group` (consumer groups) instead of `all`.
+    pub group_mode: bool,
+    /// Replica slots per service. Slot 0 starts with the stack; the others
+    /// start when a test asks ([`Stack::replica`]), but the gateway knows
+    /// every slot's address from the start, as it would a fixed list.
+    pub replicas: usize,
+    pub gateway: bool,
+    /// Further variables for both services, without their prefix.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            broker: BrokerKind::Tansu,
+            group_mode: false,
+            replicas: 1,
+            gateway: false,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl StackOptions {
+    /// The production path: consumer groups, `replicas` slots per service,
+    /// the gateway, on the mock cluster (tansu's coordinator cannot run
+    /// groups under churn). The session is 1.5 s because the mock waits
+    /// session − 1 s in every rebalance round after a membership change,
+    /// where Apache Kafka ends the round as soon as every member has
+    /// rejoined: with the production default (6 s) every join or leave
+    /// would cost 5 s per round on the mock alone.
+    pub fn group(replicas: usize) -> Self {
+        Self {
+            broker: BrokerKind::Mock,
+            group_mode: true,
+            replicas,
+            gateway: true,
+            env: vec![("KAFKA_SESSION_TIMEOUT_MS".to_owned(), "1500".to_owned())],
+        }
+    }
+}
+
+/// Both services (one or more replicas each), their databases and a broker.
 #[derive(Debug)]
 pub struct Stack {
     pub broker: Broker,
+    /// Replica slot 0 of each service.
     pub orders: ServiceProcess,
     pub payments: ServiceProcess,
+    /// Slots 1.. of each service, started on demand.
+    extra: BTreeMap<(Service, usize), ServiceProcess>,
     /// The REST gateway, when started with [`Stack::start_with_gateway`].
     pub gateway: Option<ServiceProcess>,
     pub orders_db: TestDb,
     pub payments_db: TestDb,
     pub log_dir: PathBuf,
-    /// Prometheus endpoints: (orders, payments).
+    /// Prometheus endpoints of slot 0: (orders, payments).
     pub metrics: (SocketAddr, SocketAddr),
     run: String,
     /// Held while the stack lives: see [`MAX_CONCURRENT_STACKS`].
@@ -39,50 +122,84 @@ pub const MAX_CONCURRENT_STACKS: usize = 4;
 static STACK_SLOTS: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(MAX_CONCURRENT_STACKS);
 
-fn service_env(
-    prefix: &str,
-    addr: SocketAddr,
-    metrics: SocketAddr,
-    db: &DbConfig,
-    broker: &Broker,
-    run: &str,
-) -> BTreeMap<String, String> {
-    let vars = [
-        ("LISTEN_ADDR", addr.to_string()),
-        ("DATABASE_URL", db.url.clone()),
-        ("KAFKA_BROKERS", broker.address()),
-        ("TOPIC_REQUESTS", format!("{run}.payments.requests")),
-        ("TOPIC_RESULTS", format!("{run}.payments.results")),
-        ("TOPIC_PARTITIONS", "3".to_owned()),
-        (
-            "KAFKA_PRODUCER_PROPERTIES",
-            "batch.num.messages=1".to_owned(),
-        ),
-        (
-            "KAFKA_CONSUMER_PROPERTIES",
-            "session.timeout.ms=6000,heartbeat.interval.ms=500,fetch.wait.max.ms=25".to_owned(),
-        ),
-        (
-            "CONSUMER_GROUP",
-            format!("{run}.{}", prefix.trim_end_matches('_').to_lowercase()),
-        ),
-        ("RELAY_POLL_INTERVAL_MS", "500".to_owned()),
-        // tansu keeps a killed member in its group forever (see README).
-        ("CONSUMER_ASSIGNMENT", "all".to_owned()),
-        ("LOG_FORMAT", "text".to_owned()),
-        ("METRICS_ADDR", metrics.to_string()),
-    ];
-    let mut env: BTreeMap<_, _> = vars
-        .into_iter()
-        .map(|(k, v)| (format!("{prefix}{k}"), v))
-        .collect();
-    env.insert("RUST_LOG".to_owned(), "info".to_owned());
-    env
+/// The topics' partition count in every stack.
+const PARTITIONS: i32 = 3;
+
+struct ServiceEnv<'a> {
+    service: Service,
+    db: &'a DbConfig,
+    broker: &'a Broker,
+    run: &'a str,
+    options: &'a StackOptions,
+}
+
+impl ServiceEnv<'_> {
+    /// The variables of one replica listening on `addr`.
+    fn vars(&self, addr: SocketAddr, metrics: SocketAddr) -> BTreeMap<String, String> {
+        let run = self.run;
+        let assignment = if self.options.group_mode {
+            "group"
+        } else {
+            // tansu keeps a killed member in its group forever (see README).
+            "all"
+        };
+        let vars = [
+            ("LISTEN_ADDR", addr.to_string()),
+            ("DATABASE_URL", self.db.url.clone()),
+            ("KAFKA_BROKERS", self.broker.address()),
+            ("TOPIC_REQUESTS", format!("{run}.payments.requests")),
+            ("TOPIC_RESULTS", format!("{run}.payments.results")),
+            ("TOPIC_PARTITIONS", PARTITIONS.to_string()),
+            (
+                "KAFKA_PRODUCER_PROPERTIES",
+                "batch.num.messages=1".to_owned(),
+            ),
+            (
+                "KAFKA_CONSUMER_PROPERTIES",
+                "fetch.wait.max.ms=25".to_owned(),
+            ),
+            ("CONSUMER_GROUP", format!("{run}.{}", self.service.name())),
+            ("RELAY_POLL_INTERVAL_MS", "500".to_owned()),
+            ("CONSUMER_ASSIGNMENT", assignment.to_owned()),
+            ("LOG_FORMAT", "text".to_owned()),
+            ("METRICS_ADDR", metrics.to_string()),
+        ];
+        let prefix = self.service.prefix();
+        let mut env: BTreeMap<_, _> = vars
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .chain(self.options.env.iter().cloned())
+            .map(|(k, v)| (format!("{prefix}{k}"), v))
+            .collect();
+        env.insert("RUST_LOG".to_owned(), "info".to_owned());
+        env
+    }
+
+    /// Replica `slot`: its own ports and log file.
+    fn replica(&self, slot: usize, log_dir: &Path) -> ServiceProcess {
+        let local = || SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let (addr, metrics) = (local(), local());
+        let name = self.service.name();
+        let log = if slot == 0 {
+            name.to_owned()
+        } else {
+            format!("{name}-{slot}")
+        };
+        ServiceProcess::new(name, addr, self.vars(addr, metrics), log_dir)
+            .with_log_name(&log)
+            .with_metrics(metrics)
+    }
 }
 
 impl Stack {
     /// Starts a broker, creates both databases and starts both services.
     pub async fn start() -> Self {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    /// Starts what `options` ask for; slot 0 of each service, then the
+    /// gateway, are healthy when this returns.
+    pub async fn start_with(options: StackOptions) -> Self {
         let slot = STACK_SLOTS
             .acquire()
             .await
@@ -90,45 +207,48 @@ impl Stack {
         let run = format!("e2e-{}", uuid::Uuid::new_v4().simple());
         let log_dir = std::env::temp_dir().join(&run);
         std::fs::create_dir_all(&log_dir).expect("log dir");
-        let broker = Broker::start().await;
+        let topics = [
+            format!("{run}.payments.requests"),
+            format!("{run}.payments.results"),
+        ];
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let broker = Broker::start(options.broker, &topics, PARTITIONS).await;
         let orders_db = TestDb::create("e2e_orders").await;
         let payments_db = TestDb::create("e2e_payments").await;
-        let orders_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let payments_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let local = || SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let metrics = (local(), local());
-        let mut payments = ServiceProcess::new(
-            "payments",
-            payments_addr,
-            service_env(
-                "PAYMENTS_",
-                payments_addr,
-                metrics.1,
-                payments_db.config(),
-                &broker,
-                &run,
-            ),
-            &log_dir,
-        );
-        let mut orders = ServiceProcess::new(
-            "orders",
-            orders_addr,
-            service_env(
-                "ORDERS_",
-                orders_addr,
-                metrics.0,
-                orders_db.config(),
-                &broker,
-                &run,
-            ),
-            &log_dir,
-        );
+        let mut replicas = BTreeMap::new();
+        for service in Service::BOTH {
+            let db = match service {
+                Service::Orders => orders_db.config(),
+                Service::Payments => payments_db.config(),
+            };
+            let env = ServiceEnv {
+                service,
+                db,
+                broker: &broker,
+                run: &run,
+                options: &options,
+            };
+            for n in 0..options.replicas.max(1) {
+                replicas.insert((service, n), env.replica(n, &log_dir));
+            }
+        }
+        let mut payments = replicas
+            .remove(&(Service::Payments, 0))
+            .expect("slot 0 exists");
+        let mut orders = replicas
+            .remove(&(Service::Orders, 0))
+            .expect("slot 0 exists");
         payments.start().await;
         orders.start().await;
-        Self {
+        let metrics = (
+            orders.metrics.expect("set above"),
+            payments.metrics.expect("set above"),
+        );
+        let mut stack = Self {
             broker,
             orders,
             payments,
+            extra: replicas,
             gateway: None,
             orders_db,
             payments_db,
@@ -136,23 +256,65 @@ impl Stack {
             metrics,
             run,
             _slot: slot,
+        };
+        if options.gateway {
+            stack.start_gateway().await;
         }
+        stack
+    }
+
+    /// Replica `slot` of `service` (slot 0 is `orders` / `payments`);
+    /// start it with [`ServiceProcess::start`] if it is not running.
+    pub fn replica(&mut self, service: Service, slot: usize) -> &mut ServiceProcess {
+        match (service, slot) {
+            (Service::Orders, 0) => &mut self.orders,
+            (Service::Payments, 0) => &mut self.payments,
+            _ => self
+                .extra
+                .get_mut(&(service, slot))
+                .expect("no such replica slot: see StackOptions::replicas"),
+        }
+    }
+
+    /// Every replica slot of `service`, running or not.
+    pub fn replicas(&self, service: Service) -> Vec<&ServiceProcess> {
+        let first = match service {
+            Service::Orders => &self.orders,
+            Service::Payments => &self.payments,
+        };
+        std::iter::once(first)
+            .chain(
+                self.extra
+                    .iter()
+                    .filter(|((s, _), _)| *s == service)
+                    .map(|(_, p)| p),
+            )
+            .collect()
     }
 
     /// The backend plus the gateway, all three as processes.
     pub async fn start_with_gateway() -> Self {
-        let mut stack = Self::start().await;
+        Self::start_with(StackOptions {
+            gateway: true,
+            ..StackOptions::default()
+        })
+        .await
+    }
+
+    /// Starts the gateway over every replica slot of both services.
+    async fn start_gateway(&mut self) {
+        let urls = |service| {
+            self.replicas(service)
+                .iter()
+                .map(|p| format!("http://{}", p.addr))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let env = BTreeMap::from([
             ("GATEWAY_LISTEN_ADDR".to_owned(), addr.to_string()),
-            (
-                "GATEWAY_ORDERS_URL".to_owned(),
-                format!("http://{}", stack.orders.addr),
-            ),
-            (
-                "GATEWAY_PAYMENTS_URL".to_owned(),
-                format!("http://{}", stack.payments.addr),
-            ),
+            ("GATEWAY_ORDERS_URL".to_owned(), urls(Service::Orders)),
+            ("GATEWAY_PAYMENTS_URL".to_owned(), urls(Service::Payments)),
             ("GATEWAY_SSE_KEEPALIVE_MS".to_owned(), "1000".to_owned()),
             // Tokens for the test clients come from the development route.
             ("GATEWAY_AUTH".to_owned(), "dev".to_owned()),
@@ -163,11 +325,10 @@ impl Stack {
             ),
             ("RUST_LOG".to_owned(), "info".to_owned()),
         ]);
-        let mut gateway = ServiceProcess::new("gateway", addr, env, &stack.log_dir)
+        let mut gateway = ServiceProcess::new("gateway", addr, env, &self.log_dir)
             .with_probe(Probe::Http("/readyz"));
         gateway.start().await;
-        stack.gateway = Some(gateway);
-        stack
+        self.gateway = Some(gateway);
     }
 
     /// A bearer token for `user`, from the gateway's development route.
@@ -250,7 +411,7 @@ impl Stack {
     /// Kafka settings that reach this stack's broker and topics (for tests
     /// that produce records directly).
     pub fn kafka(&self) -> shop_db::kafka::KafkaConfig {
-        let mut kafka = shop_testkit::kafka_config(3);
+        let mut kafka = shop_testkit::kafka_config(PARTITIONS);
         kafka.brokers = self.broker.address();
         kafka.topics.requests = format!("{}.payments.requests", self.run);
         kafka.topics.results = format!("{}.payments.results", self.run);
@@ -270,12 +431,16 @@ impl Stack {
         }
     }
 
-    /// Both services' logs, for failure messages.
+    /// Every service replica's log tail, for failure messages.
     pub fn logs(&self) -> String {
-        format!(
-            "--- orders ---\n{}\n--- payments ---\n{}",
-            self.orders.log_tail(),
-            self.payments.log_tail()
-        )
+        let mut text = String::new();
+        for service in Service::BOTH {
+            for replica in self.replicas(service) {
+                if replica.starts() > 0 {
+                    text += &format!("--- {} ---\n{}\n", replica.log_name(), replica.log_tail());
+                }
+            }
+        }
+        text
     }
 }

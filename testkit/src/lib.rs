@@ -375,17 +375,89 @@ pub async fn scalar(pool: &shop_db::Pool, sql: &str) -> i64 {
         .get(0)
 }
 
-/// librdkafka's own mock cluster: three brokers on loopback sockets with a
-/// real group coordinator, alive while this value lives. The second test
-/// broker, for consumer-group behaviour tansu cannot show (see "The test
-/// brokers" in docs/architecture.md).
+/// librdkafka's own mock cluster: brokers on loopback sockets with a real
+/// group coordinator, alive while this value lives. The second test broker,
+/// for consumer-group behaviour tansu cannot show (see "The test brokers"
+/// in the README).
+///
+/// It is hosted by a producer created with `test.mock.num.brokers` (the
+/// producer itself is never used), because only then can the coordinator's
+/// initial rebalance delay be set: the mock expires a member whose
+/// JoinGroup waits longer than its session, and its default delay (3 s)
+/// would expire every member with a shorter session for ever.
+pub struct MockBrokers {
+    host: rdkafka::producer::BaseProducer,
+    count: i32,
+}
+
+impl MockBrokers {
+    /// `count` brokers, ids `1..=count`.
+    pub fn start(count: i32) -> Self {
+        let host: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+            .set("test.mock.num.brokers", count.to_string())
+            .create()
+            .expect("mock cluster starts");
+        set_initial_rebalance_delay(&host, 0);
+        Self { host, count }
+    }
+
+    /// The cluster, for its operations (topics, brokers down and up, errors).
+    pub fn cluster(
+        &self,
+    ) -> rdkafka::mocking::MockCluster<'_, rdkafka::producer::DefaultProducerContext> {
+        use rdkafka::producer::Producer;
+        self.host
+            .client()
+            .mock_cluster()
+            .expect("the host client has a mock cluster")
+    }
+
+    /// The broker ids.
+    pub fn ids(&self) -> std::ops::RangeInclusive<i32> {
+        1..=self.count
+    }
+
+    /// Creates `topic` with `partitions` (the mock has no CreateTopics).
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        self.cluster()
+            .create_topic(topic, partitions, 1)
+            .expect("topic created");
+    }
+
+    /// The bootstrap list.
+    pub fn bootstrap_servers(&self) -> String {
+        self.cluster().bootstrap_servers()
+    }
+}
+
+/// How long the mock's coordinator waits for more members when a group is
+/// formed (`group.initial.rebalance.delay.ms` on a real broker).
+#[allow(unsafe_code)]
+fn set_initial_rebalance_delay(host: &rdkafka::producer::BaseProducer, delay_ms: i32) {
+    use rdkafka::bindings::{
+        rd_kafka_handle_mock_cluster, rd_kafka_mock_group_initial_rebalance_delay_ms,
+    };
+    use rdkafka::producer::Producer;
+    // SAFETY: `native_ptr` is the live handle of `host`, which outlives this
+    // call; the handle has a mock cluster (created with
+    // `test.mock.num.brokers`), so the pointer returned is that cluster's
+    // and stays valid while `host` lives. The setter only stores an integer.
+    unsafe {
+        let cluster = rd_kafka_handle_mock_cluster(host.client().native_ptr());
+        assert!(!cluster.is_null(), "the host client has a mock cluster");
+        rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, delay_ms);
+    }
+}
+
+/// A [`MockBrokers`] cluster of three with both topics of a fresh
+/// [`kafka_config`].
 pub struct MockKafka {
-    pub cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    pub brokers: MockBrokers,
     /// Settings that reach the cluster: fresh topics (created, with
-    /// `partitions` each: the mock has no CreateTopics), no tansu
-    /// workaround, and a 3 s session, because the mock's coordinator waits
-    /// `session.timeout.ms` − 1 s in every rebalance round that follows a
-    /// membership change (Apache Kafka ends the round once all have rejoined).
+    /// `partitions` each), no tansu workaround, and a 3 s session, because
+    /// the mock's coordinator waits `session.timeout.ms` − 1 s in every
+    /// rebalance round that follows a membership change (Apache Kafka ends
+    /// the round once all have rejoined).
     pub kafka: shop_db::kafka::KafkaConfig,
 }
 
@@ -393,15 +465,13 @@ impl MockKafka {
     /// Starts a cluster with both topics of a fresh [`kafka_config`].
     pub fn start(partitions: i32) -> Self {
         let mut kafka = kafka_config(partitions);
-        let cluster = rdkafka::mocking::MockCluster::new(3).expect("mock cluster starts");
+        let brokers = MockBrokers::start(3);
         for topic in [&kafka.topics.requests, &kafka.topics.results] {
-            cluster
-                .create_topic(topic, partitions, 1)
-                .expect("topic created");
+            brokers.create_topic(topic, partitions);
         }
-        kafka.brokers = cluster.bootstrap_servers();
+        kafka.brokers = brokers.bootstrap_servers();
         kafka.producer.clear();
         kafka.session_timeout = Duration::from_secs(3);
-        Self { cluster, kafka }
+        Self { brokers, kafka }
     }
 }

@@ -208,7 +208,8 @@ async fn a_broker_that_cannot_be_reached_parks_nothing_and_releases_the_claim() 
 async fn a_slow_publish_keeps_its_lease_and_is_never_claimed_twice() {
     let mock = shop_testkit::MockKafka::start(1);
     for broker in 1..=3 {
-        mock.cluster
+        mock.brokers
+            .cluster()
             .broker_round_trip_time(broker, Duration::from_millis(1_000))
             .expect("slow broker");
     }

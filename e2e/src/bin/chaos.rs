@@ -1,9 +1,18 @@
-//! `chaos [--faults N] [--seed S] [--clients C]`: see `shop_e2e::chaos`.
-//! Prints a table of what happened and `N passed, M failed`; exits non-zero
-//! when a check failed. `make chaos` runs 100 faults, `make test` 30.
+//! `chaos [--faults N] [--seed S] [--clients C] [--replicas R]`: see
+//! `shop_e2e::chaos`. Prints a table of what happened and `N passed, M
+//! failed`; exits non-zero when a check failed. `make chaos` runs 100
+//! faults, `make test` 30 on one replica and 20 on two.
+//!
+//! With `--replicas R` (R ≥ 2) every service runs R replicas in consumer
+//! groups on librdkafka's mock cluster, with one more slot that joins and
+//! leaves. Before the random faults, a scripted phase (two rounds of a join,
+//! a leave and a kill -9 + restart of each service, then a rolling restart of every
+//! replica) measures the stall per membership event and the settle times
+//! (see `shop_e2e::churn`); the figures are printed after the checks.
 
-use shop_e2e::Stack;
 use shop_e2e::chaos::{Rng, checks, clients, faults};
+use shop_e2e::churn;
+use shop_e2e::{Service, Stack, StackOptions};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +25,7 @@ async fn main() -> ExitCode {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs());
     let mut shoppers = 6;
+    let mut replicas = 1;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args.next().and_then(|v| v.parse::<u64>().ok());
@@ -23,18 +33,30 @@ async fn main() -> ExitCode {
             ("--faults", Some(v)) => faults_wanted = v,
             ("--seed", Some(v)) => seed = v,
             ("--clients", Some(v)) => shoppers = v,
+            ("--replicas", Some(v @ 1..=8)) => replicas = v as usize,
             _ => {
-                eprintln!("usage: chaos [--faults N] [--seed S] [--clients C]");
+                eprintln!("usage: chaos [--faults N] [--seed S] [--clients C] [--replicas 1..8]");
                 return ExitCode::FAILURE;
             }
         }
     }
     println!(
-        "chaos: {faults_wanted} faults, {shoppers} clients, seed {seed} (--seed {seed} repeats the faults)"
+        "chaos: {faults_wanted} faults, {shoppers} clients, {replicas} replica(s) per service, seed {seed} (--seed {seed} repeats the faults)"
     );
     let started = Instant::now();
     let mut rng = Rng::new(seed);
-    let mut stack = Stack::start_with_gateway().await;
+    let mut stack = if replicas > 1 {
+        // One slot more than runs: it joins and leaves.
+        let mut stack = Stack::start_with(StackOptions::group(replicas + 1)).await;
+        for service in Service::BOTH {
+            for slot in 1..replicas {
+                stack.replica(service, slot).start().await;
+            }
+        }
+        stack
+    } else {
+        Stack::start_with_gateway().await
+    };
     let gateway = stack.gateway_url();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -50,10 +72,18 @@ async fn main() -> ExitCode {
             users,
             seed,
             Arc::clone(&stop),
+            Duration::ZERO,
         ));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
+    let mut membership = Vec::new();
+    let mut rolling = (0.0, 0.0);
+    if replicas > 1 {
+        membership = churn::membership_events(&mut stack, 2, churn::GAP).await;
+        rolling = churn::rolling_restart(&mut stack, churn::READY_PAUSE).await;
+        tokio::time::sleep(churn::GAP).await;
+    }
     let injected = faults::inject(&mut stack, &mut rng, faults_wanted).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
@@ -106,6 +136,17 @@ async fn main() -> ExitCode {
         println!("{mark:>6}  {}", check.name);
         for problem in check.problems.iter().take(10) {
             println!("        {problem}");
+        }
+    }
+    if replicas > 1 {
+        match churn::measure_stalls(&stack, &mut membership, churn::GAP).await {
+            Ok(()) => {
+                let settled = churn::settle_times(&orders, rolling.0, rolling.1)
+                    .await
+                    .unwrap_or_default();
+                println!("\n{}", churn::report(&membership, &settled));
+            }
+            Err(e) => println!("\n(churn figures not measured: {e})"),
         }
     }
     let failed = results.iter().filter(|c| !c.passed()).count();

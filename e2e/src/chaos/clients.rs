@@ -61,8 +61,15 @@ enum Answer {
 }
 
 /// One shopper with its own users; runs until `stop`, then finishes the
-/// write in flight.
-pub async fn shop(base: String, users: Vec<String>, seed: u64, stop: Arc<AtomicBool>) -> Seen {
+/// write in flight. It waits `pace` after each request (zero: as fast as
+/// answers come).
+pub async fn shop(
+    base: String,
+    users: Vec<String>,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    pace: Duration,
+) -> Seen {
     let http = reqwest::Client::new();
     let mut rng = Rng::new(seed);
     let mut seen = Seen::default();
@@ -71,6 +78,9 @@ pub async fn shop(base: String, users: Vec<String>, seed: u64, stop: Arc<AtomicB
         tokens.insert(user.clone(), crate::Stack::dev_token(&base, user).await);
     }
     while !stop.load(Ordering::Relaxed) {
+        if !pace.is_zero() {
+            tokio::time::sleep(pace).await;
+        }
         let user = users[rng.between(0, users.len() as u64 - 1) as usize].clone();
         let token = tokens.get(&user).cloned().unwrap_or_default();
         let key = uuid::Uuid::new_v4().to_string();

@@ -1,16 +1,17 @@
 //! The faults, one at a time, chosen by the seeded generator. Every fault
 //! undoes itself (a killed service is restarted, a frozen process thawed)
-//! before the next one starts.
+//! before the next one starts, except a replica's join or leave, which the
+//! next membership fault of that service undoes.
 
 use super::Rng;
-use crate::Stack;
+use crate::{BrokerKind, Service, Stack};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The kinds of fault, with their weights.
-const KINDS: &[(&str, u64)] = &[
+const ONE_REPLICA: &[(&str, u64)] = &[
     ("kill -9 orders", 18),
     ("kill -9 payments", 18),
     ("kill -9 gateway", 12),
@@ -19,6 +20,23 @@ const KINDS: &[(&str, u64)] = &[
     ("restart PostgreSQL", 3),
     ("relay publishes again", 10),
     ("consumer group rewound to 0", 6),
+    ("poison message", 15),
+];
+
+/// With replicas in consumer groups (on the mock cluster): a kill hits one
+/// replica at random, replicas join and leave, the broker goes down. An
+/// outside consumer cannot rewind a group the mock has seen (it refuses
+/// commits from non-members), so that fault is left to the one-replica run.
+const REPLICAS: &[(&str, u64)] = &[
+    ("kill -9 orders", 14),
+    ("kill -9 payments", 14),
+    ("kill -9 gateway", 8),
+    ("orders replica joins or leaves", 14),
+    ("payments replica joins or leaves", 14),
+    ("freeze broker", 8),
+    ("freeze PostgreSQL", 8),
+    ("restart PostgreSQL", 3),
+    ("relay publishes again", 10),
     ("poison message", 15),
 ];
 
@@ -33,11 +51,15 @@ pub struct Injected {
 /// Injects `count` faults, pausing a little between them.
 pub async fn inject(stack: &mut Stack, rng: &mut Rng, count: u64) -> Injected {
     let mut injected = Injected::default();
-    let total: u64 = KINDS.iter().map(|(_, w)| w).sum();
+    let kinds = match stack.broker.kind() {
+        BrokerKind::Mock => REPLICAS,
+        BrokerKind::Tansu => ONE_REPLICA,
+    };
+    let total: u64 = kinds.iter().map(|(_, w)| w).sum();
     for n in 1..=count {
         tokio::time::sleep(Duration::from_millis(rng.between(100, 600))).await;
         let mut pick = rng.between(0, total - 1);
-        let kind = KINDS
+        let kind = kinds
             .iter()
             .find(|(_, w)| {
                 if pick < *w {
@@ -48,25 +70,60 @@ pub async fn inject(stack: &mut Stack, rng: &mut Rng, count: u64) -> Injected {
                 }
             })
             .map_or("poison message", |(k, _)| k);
+        let kind = apply(stack, rng, kind, &mut injected).await;
         eprintln!("fault {n}/{count}: {kind}");
-        apply(stack, rng, kind, &mut injected).await;
         *injected.by_kind.entry(kind).or_default() += 1;
     }
     injected
 }
 
-async fn apply(stack: &mut Stack, rng: &mut Rng, kind: &'static str, injected: &mut Injected) {
+/// Applies one fault; returns what was done.
+async fn apply(
+    stack: &mut Stack,
+    rng: &mut Rng,
+    kind: &'static str,
+    injected: &mut Injected,
+) -> &'static str {
     let pause = Duration::from_millis(rng.between(200, 1_500));
     match kind {
-        "kill -9 orders" => {
-            stack.orders.kill9().await;
+        "kill -9 orders" | "kill -9 payments" => {
+            let service = if kind == "kill -9 orders" {
+                Service::Orders
+            } else {
+                Service::Payments
+            };
+            let running: Vec<usize> = (0..stack.replicas(service).len())
+                .filter(|&slot| stack.replica(service, slot).is_running())
+                .collect();
+            let slot = running[rng.between(0, running.len() as u64 - 1) as usize];
+            let replica = stack.replica(service, slot);
+            replica.kill9().await;
             tokio::time::sleep(pause).await;
-            stack.orders.start().await;
+            replica.start().await;
         }
-        "kill -9 payments" => {
-            stack.payments.kill9().await;
-            tokio::time::sleep(pause).await;
-            stack.payments.start().await;
+        "orders replica joins or leaves" | "payments replica joins or leaves" => {
+            let service = if kind.starts_with("orders") {
+                Service::Orders
+            } else {
+                Service::Payments
+            };
+            // The last slot comes and goes; the others stay.
+            let slot = stack.replicas(service).len() - 1;
+            let replica = stack.replica(service, slot);
+            if replica.is_running() {
+                replica.terminate().await;
+                return if service == Service::Orders {
+                    "orders replica leaves (SIGTERM)"
+                } else {
+                    "payments replica leaves (SIGTERM)"
+                };
+            }
+            replica.start().await;
+            return if service == Service::Orders {
+                "orders replica joins"
+            } else {
+                "payments replica joins"
+            };
         }
         "kill -9 gateway" => {
             if let Some(gateway) = stack.gateway.as_mut() {
@@ -134,6 +191,7 @@ async fn apply(stack: &mut Stack, rng: &mut Rng, kind: &'static str, injected: &
             *injected.poison.entry(topic).or_default() += 1;
         }
     }
+    kind
 }
 
 /// Every PostgreSQL process stopped (SIGSTOP) until this is dropped.

@@ -104,6 +104,22 @@ fn check_backend(compose: &Value, spec: &ServiceSpec) {
         spec.name
     );
 
+    // Replicas share the partitions through their consumer group, and
+    // none may publish a port or pin a container name (two would clash).
+    assert_eq!(
+        service["deploy"]["replicas"], 2,
+        "{} runs two replicas",
+        spec.name
+    );
+    assert_eq!(
+        vars.get(&format!("{}CONSUMER_ASSIGNMENT", spec.prefix))
+            .map(String::as_str),
+        Some("group"),
+        "{} replicas split the partitions",
+        spec.name
+    );
+    assert!(service.get("container_name").is_none());
+
     let docker = dockerfile();
     let lines = stage(&docker, spec.name);
     assert!(

@@ -3,4 +3,5 @@
 
 mod compose;
 mod faults;
+mod group;
 mod http;
