@@ -13,5 +13,8 @@ trap 'stop_private_stack "$workdir" "$run"' EXIT
 start_private_stack "$workdir" "$run" gateway
 
 log "browser test against http://${ADDR[gateway]}"
-SHOP_URL="http://${ADDR[gateway]}" node "$ROOT/e2e/browser/ui.test.mjs" \
+# The payments pid lets the test hold payments back (SIGSTOP) while it
+# cancels an order that is still NEW.
+SHOP_URL="http://${ADDR[gateway]}" SHOP_PAYMENTS_PID="$(cat "$workdir/payments.pid")" \
+  node "$ROOT/e2e/browser/ui.test.mjs" \
   || { tail -n 30 "$workdir/gateway.log" >&2; exit 1; }

@@ -139,6 +139,26 @@ pub struct Service<H> {
     pub consumer: InboxConsumer<H>,
     /// Deletes old outbox, inbox and dead-letter rows and expired keys.
     pub retention: Retention,
+    /// The service's own background work (the orders expiry sweep), run
+    /// and stopped like the parts above.
+    pub jobs: Vec<Job>,
+}
+
+/// A service's own background task: `run` works until its token is
+/// cancelled; an error, or stopping on its own, stops the service.
+pub struct Job {
+    pub name: &'static str,
+    pub run: Box<dyn FnOnce(CancellationToken) -> JobFuture + Send>,
+}
+
+/// The work of a [`Job`].
+pub type JobFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("name", &self.name).finish()
+    }
 }
 
 impl<H: Handler> Service<H> {
@@ -163,6 +183,7 @@ impl<H: Handler> Service<H> {
             relay,
             consumer,
             retention,
+            jobs,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
         let stop = shutdown.child_token();
@@ -192,6 +213,10 @@ impl<H: Handler> Service<H> {
             crate::observe::run(observed, token).await;
             ("gauges", Ok(()))
         });
+        for job in jobs {
+            let work = (job.run)(stop.clone());
+            tasks.spawn(async move { (job.name, work.await) });
+        }
 
         let failure = match tasks.join_next().await {
             Some(Ok((_, Ok(())))) if shutdown.is_cancelled() => None,

@@ -1,8 +1,11 @@
 // Browser test of the shop front: headless Debian Chromium driven by
 // playwright-core against a running gateway (SHOP_URL). Creates an account,
 // tops up 5.00, orders 2.00 (FINISHED without a reload, balance 3.00), orders
-// 10.00 (CANCELLED, insufficient funds), checks an invalid amount's error,
-// the 375 px layout and keyboard use, and saves screenshots for a person.
+// 10.00 (CANCELLED, insufficient funds), refunds the 2.00 (REFUNDED, balance
+// 5.00), cancels an order while payments is held back (SIGSTOP of
+// SHOP_PAYMENTS_PID: CANCELLED by the user, nothing charged), checks an
+// invalid amount's error, the 375 px layout and keyboard use, and saves
+// screenshots for a person.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
@@ -10,6 +13,8 @@ import { join } from "node:path";
 
 const base = process.env.SHOP_URL;
 assert.ok(base, "SHOP_URL must point at the gateway");
+const paymentsPid = Number(process.env.SHOP_PAYMENTS_PID);
+assert.ok(paymentsPid > 0, "SHOP_PAYMENTS_PID must name the payments process");
 const shots = new URL("./screenshots/", import.meta.url).pathname;
 mkdirSync(shots, { recursive: true });
 const TIMEOUT = 20_000;
@@ -74,11 +79,42 @@ try {
     assert.equal(await page.locator("#balance").textContent(), "3.00");
   });
 
+  await step("refund the paid order: REFUNDED, balance 5.00", async () => {
+    const row = page.locator("li.order", { hasText: "Green tea" });
+    assert.equal(await row.getByRole("button", { name: "Cancel" }).isVisible(), false, "no Cancel on a paid order");
+    await row.getByRole("button", { name: "Refund" }).click();
+    await row.locator(".status", { hasText: "REFUNDED" }).waitFor();
+    await page.locator("#balance", { hasText: "5.00" }).waitFor();
+    assert.equal(await row.getByRole("button", { name: "Refund" }).isVisible(), false, "refunded once");
+  });
+
+  await step("cancel an order still NEW: CANCELLED by the user, nothing charged", async () => {
+    // Payments is held back, so the order stays NEW until the cancel is in.
+    process.kill(paymentsPid, "SIGSTOP");
+    try {
+      await page.getByLabel("Price").fill("1.00");
+      await page.getByLabel("Description").fill("Tea cake");
+      await page.getByRole("button", { name: "Place order" }).click();
+      const row = page.locator("li.order", { hasText: "Tea cake" });
+      await row.locator(".status", { hasText: "NEW" }).waitFor();
+      assert.equal(await row.getByRole("button", { name: "Refund" }).isVisible(), false, "no Refund before payment");
+      await row.getByRole("button", { name: "Cancel" }).click();
+      await row.locator(".status", { hasText: "CANCELLING" }).waitFor();
+    } finally {
+      process.kill(paymentsPid, "SIGCONT");
+    }
+    const row = page.locator("li.order", { hasText: "Tea cake" });
+    await row.locator(".status", { hasText: /^CANCELLED$/ }).waitFor();
+    assert.equal(await row.locator(".reason").textContent(), "Cancelled by you");
+    await page.reload();
+    await page.locator("#balance", { hasText: "5.00" }).waitFor();
+  });
+
   await step("an invalid amount shows an error and changes nothing", async () => {
     await page.getByLabel("Top-up amount").fill("1.234");
     await page.getByRole("button", { name: "Top up" }).click();
     await page.getByRole("alert").filter({ hasText: "Enter an amount like 12.34" }).waitFor();
-    assert.equal(await page.locator("#balance").textContent(), "3.00");
+    assert.equal(await page.locator("#balance").textContent(), "5.00");
   });
 
   await step("the account and its orders are remembered across reloads", async () => {
@@ -86,8 +122,8 @@ try {
     await page.reload();
     await page.locator("#account").waitFor({ state: "visible" });
     assert.equal(await page.locator("#user-id").textContent(), id);
-    await page.locator("li.order .status", { hasText: "CANCELLED" }).waitFor();
-    assert.equal(await page.locator("li.order").count(), 2);
+    await page.locator("li.order .status", { hasText: "REFUNDED" }).waitFor();
+    assert.equal(await page.locator("li.order").count(), 3);
   });
 
   await step("server-side errors are shown from the problem document", async () => {

@@ -1,7 +1,14 @@
 //! The invariant of the delivery guarantees (docs/architecture.md), checked from the two databases at a quiet
 //! moment: every order is final; every order has exactly one ledger row whose
-//! decision matches the order's status; and for every user
-//! `balance == Σ credits − Σ amounts of FINISHED orders`.
+//! decision (and refund, at most one) matches the order's status; and for
+//! every user `balance == Σ credits − Σ amounts of FINISHED orders`.
+//!
+//! | order | ledger |
+//! |---|---|
+//! | FINISHED | PAID, no refund |
+//! | CANCELLED, INSUFFICIENT_FUNDS / ACCOUNT_NOT_FOUND | that decision, no refund |
+//! | CANCELLED, CANCELLED_BY_USER / EXPIRED | VOIDED or declined, no refund; or PAID with a CANCELLATION refund |
+//! | REFUNDED | PAID with a REFUND refund |
 
 use shop_db::Pool;
 use std::collections::HashMap;
@@ -13,14 +20,20 @@ pub struct Summary {
     pub orders: usize,
     pub finished: usize,
     pub cancelled: usize,
+    /// Of the cancelled: by the customer or expired (the rest were declined).
+    pub taken_back: usize,
+    pub refunded: usize,
     pub users: usize,
 }
 
-/// How many orders are still NEW.
+/// How many orders are not final yet (NEW, CANCELLING or REFUNDING).
 pub async fn pending_orders(orders: &Pool) -> i64 {
     let client = orders.get().await.expect("orders db");
     client
-        .query_one("SELECT count(*) FROM orders WHERE status = 'NEW'", &[])
+        .query_one(
+            "SELECT count(*) FROM orders WHERE status IN ('NEW', 'CANCELLING', 'REFUNDING')",
+            &[],
+        )
         .await
         .expect("count")
         .get(0)
@@ -40,40 +53,63 @@ pub async fn check(orders: &Pool, payments: &Pool) -> (Summary, Vec<String>) {
         )
         .await
         .expect("orders");
-    let ledger: HashMap<Uuid, String> = payments
+    // Each order's decision and its refund's kind (if any).
+    let ledger: HashMap<Uuid, (String, Option<String>)> = payments
         .query(
-            "SELECT order_id, coalesce(outcome, 'UNDECIDED') FROM payments",
+            "SELECT p.order_id, coalesce(p.outcome, 'UNDECIDED'), r.kind
+             FROM payments p LEFT JOIN refunds r USING (order_id)",
             &[],
         )
         .await
         .expect("ledger")
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
         .collect();
     let mut finished_by_user: HashMap<Uuid, i64> = HashMap::new();
     for row in &order_rows {
         let (id, user, amount): (Uuid, Uuid, i64) = (row.get(0), row.get(1), row.get(2));
         let (status, reason): (String, Option<String>) = (row.get(3), row.get(4));
         summary.orders += 1;
-        let expected = match (status.as_str(), reason.as_deref()) {
+        let allowed: &[(&str, Option<&str>)] = match (status.as_str(), reason.as_deref()) {
             ("FINISHED", _) => {
                 summary.finished += 1;
                 *finished_by_user.entry(user).or_default() += amount;
-                "PAID"
+                &[("PAID", None)]
             }
-            ("CANCELLED", Some(r)) => {
+            ("CANCELLED", Some("INSUFFICIENT_FUNDS")) => {
                 summary.cancelled += 1;
-                r
+                &[("INSUFFICIENT_FUNDS", None)]
+            }
+            ("CANCELLED", Some("ACCOUNT_NOT_FOUND")) => {
+                summary.cancelled += 1;
+                &[("ACCOUNT_NOT_FOUND", None)]
+            }
+            ("CANCELLED", Some("CANCELLED_BY_USER" | "EXPIRED")) => {
+                summary.cancelled += 1;
+                summary.taken_back += 1;
+                &[
+                    ("VOIDED", None),
+                    ("INSUFFICIENT_FUNDS", None),
+                    ("ACCOUNT_NOT_FOUND", None),
+                    ("PAID", Some("CANCELLATION")),
+                ]
+            }
+            ("REFUNDED", None) => {
+                summary.refunded += 1;
+                &[("PAID", Some("REFUND"))]
             }
             _ => {
-                problems.push(format!("order {id} is not final: {status}"));
+                problems.push(format!("order {id} is not final: {status}/{reason:?}"));
                 continue;
             }
         };
         match ledger.get(&id) {
-            Some(outcome) if outcome == expected => {}
-            Some(outcome) => problems.push(format!(
-                "order {id} is {status}/{reason:?} but the ledger says {outcome}"
+            Some((outcome, refund))
+                if allowed
+                    .iter()
+                    .any(|(o, r)| o == outcome && *r == refund.as_deref()) => {}
+            Some((outcome, refund)) => problems.push(format!(
+                "order {id} is {status}/{reason:?} but the ledger says {outcome} with refund {refund:?}"
             )),
             None => problems.push(format!("order {id} has no ledger row")),
         }
@@ -110,8 +146,9 @@ pub async fn check(orders: &Pool, payments: &Pool) -> (Summary, Vec<String>) {
 /// Where the pipeline stands, for failure messages: orders by status, outbox
 /// rows unpublished, inbox rows, ledger rows and dead letters on each side.
 pub async fn diagnose(orders: &Pool, payments: &Pool) -> String {
-    const ORDERS: &str = "SELECT format('orders: %s new, %s final; outbox %s/%s unpublished; inbox %s; dead letters %s',
-        (SELECT count(*) FROM orders WHERE status = 'NEW'), (SELECT count(*) FROM orders WHERE status <> 'NEW'),
+    const ORDERS: &str = "SELECT format('orders: %s not final, %s final; outbox %s/%s unpublished; inbox %s; dead letters %s',
+        (SELECT count(*) FROM orders WHERE status IN ('NEW', 'CANCELLING', 'REFUNDING')),
+        (SELECT count(*) FROM orders WHERE status IN ('FINISHED', 'CANCELLED', 'REFUNDED')),
         (SELECT count(*) FROM outbox WHERE published_at IS NULL), (SELECT count(*) FROM outbox),
         (SELECT count(*) FROM inbox), (SELECT count(*) FROM dead_letters))";
     const PAYMENTS: &str = "SELECT format('payments: %s ledger rows; outbox %s/%s unpublished; inbox %s; dead letters %s',

@@ -29,21 +29,33 @@ pub struct Account {
     pub updated_at: String,
 }
 
-/// Where an order is: `NEW` until paid (`FINISHED`) or `CANCELLED`; final statuses never change.
+/// Where an order is. `NEW` until paid (`FINISHED`) or declined
+/// (`CANCELLED`); a cancel moves a `NEW` order to `CANCELLING`, then
+/// `CANCELLED`; a refund moves a `FINISHED` order to `REFUNDING`, then
+/// `REFUNDED`. The final statuses are `FINISHED`, `CANCELLED` and
+/// `REFUNDED`; `FINISHED` → `REFUNDING` is the only change of a final status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     New,
     Finished,
     Cancelled,
+    Cancelling,
+    Refunding,
+    Refunded,
 }
 
-/// Why an order was cancelled.
+/// Why an order was (or is being) cancelled: the payment was declined
+/// (`INSUFFICIENT_FUNDS`, `ACCOUNT_NOT_FOUND`), the customer cancelled it
+/// (`CANCELLED_BY_USER`), or it was still unpaid after the payment timeout
+/// (`EXPIRED`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CancelReason {
     InsufficientFunds,
     AccountNotFound,
+    CancelledByUser,
+    Expired,
 }
 
 /// An order.
@@ -67,7 +79,7 @@ pub struct Order {
     pub description: String,
     /// Current status.
     pub status: OrderStatus,
-    /// Set only when `status` is `CANCELLED`.
+    /// Set only when `status` is `CANCELLING` or `CANCELLED`.
     pub cancel_reason: Option<CancelReason>,
     /// When the order was created (RFC 3339, UTC).
     #[schema(format = DateTime)]
@@ -259,11 +271,16 @@ impl From<opb::Order> for Order {
         let status = match o.status() {
             opb::OrderStatus::Finished => OrderStatus::Finished,
             opb::OrderStatus::Cancelled => OrderStatus::Cancelled,
+            opb::OrderStatus::Cancelling => OrderStatus::Cancelling,
+            opb::OrderStatus::Refunding => OrderStatus::Refunding,
+            opb::OrderStatus::Refunded => OrderStatus::Refunded,
             opb::OrderStatus::New | opb::OrderStatus::Unspecified => OrderStatus::New,
         };
         let cancel_reason = match o.cancel_reason() {
             opb::CancelReason::InsufficientFunds => Some(CancelReason::InsufficientFunds),
             opb::CancelReason::AccountNotFound => Some(CancelReason::AccountNotFound),
+            opb::CancelReason::CancelledByUser => Some(CancelReason::CancelledByUser),
+            opb::CancelReason::Expired => Some(CancelReason::Expired),
             opb::CancelReason::Unspecified => None,
         };
         Self {
@@ -280,8 +297,12 @@ impl From<opb::Order> for Order {
 }
 
 impl Order {
-    /// FINISHED and CANCELLED never change again.
+    /// FINISHED, CANCELLED and REFUNDED: where a payment, a cancel or a
+    /// refund ends (a FINISHED order may still be refunded).
     pub fn is_final(&self) -> bool {
-        self.status != OrderStatus::New
+        matches!(
+            self.status,
+            OrderStatus::Finished | OrderStatus::Cancelled | OrderStatus::Refunded
+        )
     }
 }

@@ -188,6 +188,16 @@ pub fn map_grpc(
             error_code.map_or("NOT_FOUND", ErrorCode::as_str),
         ),
         Code::AlreadyExists => (StatusCode::CONFLICT, or(ErrorCode::AccountExists)),
+        // The order's status does not allow it (a cancel of a paid order, a
+        // refund of an unpaid one): a conflict with the resource's state.
+        Code::FailedPrecondition
+            if matches!(
+                error_code,
+                Some(ErrorCode::OrderNotCancellable | ErrorCode::OrderNotRefundable)
+            ) =>
+        {
+            (StatusCode::CONFLICT, or(ErrorCode::ValidationFailed))
+        }
         Code::FailedPrecondition => (
             StatusCode::UNPROCESSABLE_ENTITY,
             or(ErrorCode::ValidationFailed),
@@ -296,6 +306,20 @@ mod tests {
                 Write,
                 422,
                 "BALANCE_OVERFLOW",
+            ),
+            (
+                Code::FailedPrecondition,
+                Some(ErrorCode::OrderNotCancellable),
+                Write,
+                409,
+                "ORDER_NOT_CANCELLABLE",
+            ),
+            (
+                Code::FailedPrecondition,
+                Some(ErrorCode::OrderNotRefundable),
+                Write,
+                409,
+                "ORDER_NOT_REFUNDABLE",
             ),
             (Code::Unavailable, None, Read, 503, "UNAVAILABLE"),
             (

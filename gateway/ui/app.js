@@ -138,7 +138,29 @@ function showWelcome() {
   for (const id of ["account", "new-order", "orders"]) $(id).hidden = true;
 }
 
-const REASONS = { INSUFFICIENT_FUNDS: "Insufficient funds", ACCOUNT_NOT_FOUND: "Account not found" };
+const REASONS = {
+  INSUFFICIENT_FUNDS: "Insufficient funds",
+  ACCOUNT_NOT_FOUND: "Account not found",
+  CANCELLED_BY_USER: "Cancelled by you",
+  EXPIRED: "Not paid in time",
+};
+
+/** Where a payment, a cancel or a refund ends (a FINISHED order may still be refunded). */
+const FINAL = new Set(["FINISHED", "CANCELLED", "REFUNDED"]);
+
+/** Cancel or refund `orderId` (`action` is "cancel" or "refund"), then follow it live. */
+async function takeBack(button, orderId, action) {
+  button.disabled = true;
+  clearError();
+  try {
+    const order = await api("POST", `/api/v1/orders/${orderId}/${action}`, undefined, crypto.randomUUID());
+    renderOrder(order);
+    if (!FINAL.has(order.status)) watch(orderId);
+  } catch (e) {
+    showError(e.message);
+    button.disabled = false;
+  }
+}
 
 function renderOrder(order) {
   let item = document.querySelector(`li[data-order-id="${order.order_id}"]`);
@@ -146,7 +168,9 @@ function renderOrder(order) {
     item = document.createElement("li");
     item.className = "order";
     item.dataset.orderId = order.order_id;
-    item.innerHTML = '<span class="what"></span><span class="price"></span><span class="meta"><span class="status"></span><span class="reason"></span><time></time></span>';
+    item.innerHTML = '<span class="what"></span><span class="price"></span><span class="meta"><span class="status"></span><span class="reason"></span><time></time></span><span class="actions"><button type="button" class="cancel">Cancel</button><button type="button" class="refund">Refund</button></span>';
+    item.querySelector("button.cancel").addEventListener("click", (e) => takeBack(e.currentTarget, order.order_id, "cancel"));
+    item.querySelector("button.refund").addEventListener("click", (e) => takeBack(e.currentTarget, order.order_id, "refund"));
     const list = $("order-list");
     const newer = [...list.children].find((li) => li.dataset.orderId < order.order_id);
     list.insertBefore(item, newer || null);
@@ -158,6 +182,13 @@ function renderOrder(order) {
   status.textContent = order.status;
   status.className = `status status-${order.status}`;
   item.querySelector(".reason").textContent = order.cancel_reason ? REASONS[order.cancel_reason] || order.cancel_reason : "";
+  // Cancel while the order is not final; refund once it is paid.
+  const cancel = item.querySelector("button.cancel");
+  cancel.hidden = FINAL.has(order.status) || order.status === "CANCELLING" || order.status === "REFUNDING";
+  cancel.disabled = false;
+  const refund = item.querySelector("button.refund");
+  refund.hidden = order.status !== "FINISHED";
+  refund.disabled = false;
   const time = item.querySelector("time");
   time.dateTime = order.created_at;
   time.textContent = new Date(order.created_at).toLocaleString();
@@ -165,7 +196,8 @@ function renderOrder(order) {
 }
 
 /**
- * Follows an order's status over SSE until it is final, then refreshes the
+ * Follows an order's status over SSE until it is final (a refund opens a
+ * new watch: the stream of a FINISHED order has ended), then refreshes the
  * balance. EventSource cannot send a header, so it opens the stream with a
  * short-lived token for this one order.
  */
@@ -185,7 +217,7 @@ async function watch(orderId) {
   es.addEventListener("order", (event) => {
     const order = JSON.parse(event.data);
     renderOrder(order);
-    if (order.status !== "NEW") {
+    if (FINAL.has(order.status)) {
       es.close(); // the server ends the stream; do not let EventSource reconnect
       watchers.delete(orderId);
       refreshBalance();
@@ -210,7 +242,7 @@ async function loadOrders() {
   $("no-orders").hidden = page.items.length > 0;
   for (const order of page.items) {
     renderOrder(order);
-    if (order.status === "NEW") watch(order.order_id);
+    if (!FINAL.has(order.status)) watch(order.order_id);
   }
 }
 

@@ -31,6 +31,8 @@ pub struct OrdersGrpc {
     relay: RelayWake,
     listener: Listener,
     requests_topic: String,
+    /// `ORDERS_PAYMENT_TIMEOUT_MS`: each payment request's deadline.
+    payment_timeout: std::time::Duration,
     shutdown: CancellationToken,
 }
 
@@ -44,6 +46,7 @@ impl OrdersGrpc {
         relay: RelayWake,
         listener: Listener,
         requests_topic: &str,
+        payment_timeout: std::time::Duration,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -52,6 +55,7 @@ impl OrdersGrpc {
             relay,
             listener,
             requests_topic: requests_topic.to_owned(),
+            payment_timeout,
             shutdown,
         }
     }
@@ -88,7 +92,14 @@ impl pb::orders_server::Orders for OrdersGrpc {
             )
         })?;
         let client = self.client().await?;
-        let created = orders::create(&*client, &self.relay, &self.requests_topic, new).await;
+        let created = orders::create(
+            &*client,
+            &self.relay,
+            &self.requests_topic,
+            self.payment_timeout,
+            new,
+        )
+        .await;
         client.release();
         let order = created.map_err(status)?;
         Ok(Response::new(pb::CreateOrderResponse {
@@ -128,6 +139,34 @@ impl pb::orders_server::Orders for OrdersGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    async fn cancel_order(
+        &self,
+        request: Request<pb::CancelOrderRequest>,
+    ) -> Result<Response<pb::CancelOrderResponse>, Status> {
+        let req = request.into_inner();
+        let (id, user) = order_and_user(&req.order_id, &req.user_id)?;
+        let taken = self.take_back(id, user, TakeBack::Cancel).await?;
+        Ok(Response::new(pb::CancelOrderResponse {
+            order: Some(to_proto(taken.order)),
+            accepted: taken.accepted,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    async fn refund_order(
+        &self,
+        request: Request<pb::RefundOrderRequest>,
+    ) -> Result<Response<pb::RefundOrderResponse>, Status> {
+        let req = request.into_inner();
+        let (id, user) = order_and_user(&req.order_id, &req.user_id)?;
+        let taken = self.take_back(id, user, TakeBack::Refund).await?;
+        Ok(Response::new(pb::RefundOrderResponse {
+            order: Some(to_proto(taken.order)),
+            accepted: taken.accepted,
+        }))
+    }
+
     type WatchOrderStream = WatchStream;
 
     #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
@@ -150,6 +189,72 @@ impl pb::orders_server::Orders for OrdersGrpc {
     }
 }
 
+/// Which way an order is taken back.
+#[derive(Debug, Clone, Copy)]
+enum TakeBack {
+    Cancel,
+    Refund,
+}
+
+impl OrdersGrpc {
+    /// Runs a cancel or refund in one transaction on an API connection,
+    /// under the user's place in the gate; wakes the relay once it commits.
+    async fn take_back(
+        &self,
+        id: OrderId,
+        user: UserId,
+        how: TakeBack,
+    ) -> Result<orders::Taken, Status> {
+        let _permit = self.users.enter(&user).await.ok_or_else(|| {
+            ErrorCode::Unavailable.status(
+                Code::Unavailable,
+                format!("too many calls of user {user} waiting, retry later"),
+            )
+        })?;
+        let mut client = self.client().await?;
+        let taken = async {
+            let tx = client.transaction().await?;
+            let taken = match how {
+                TakeBack::Cancel => {
+                    orders::cancel(
+                        &tx,
+                        &self.requests_topic,
+                        id,
+                        user,
+                        CancelReason::CancelledByUser,
+                    )
+                    .await?
+                }
+                TakeBack::Refund => orders::refund(&tx, &self.requests_topic, id, user).await?,
+            };
+            tx.commit().await?;
+            Ok::<_, OrderError>(taken)
+        }
+        .await;
+        let taken = taken.map_err(status)?;
+        client.release();
+        if taken.accepted {
+            self.relay.wake();
+        }
+        let (kind, outcome) = match (how, taken.accepted) {
+            (TakeBack::Cancel, true) => ("cancel", "accepted"),
+            (TakeBack::Cancel, false) => ("cancel", "unchanged"),
+            (TakeBack::Refund, true) => ("refund", "accepted"),
+            (TakeBack::Refund, false) => ("refund", "unchanged"),
+        };
+        metrics::counter!("shop_order_take_back_requests_total", "kind" => kind, "outcome" => outcome)
+            .increment(1);
+        Ok(taken)
+    }
+}
+
+fn order_and_user(order_id: &str, user_id: &str) -> Result<(OrderId, UserId), Status> {
+    Ok((
+        OrderId::parse(order_id).map_err(|e| invalid_argument(&e))?,
+        UserId::parse(user_id).map_err(|e| invalid_argument(&e))?,
+    ))
+}
+
 fn new_order(req: pb::CreateOrderRequest) -> Result<NewOrder, Status> {
     let invalid = |e| invalid_argument(&e);
     Ok(NewOrder {
@@ -162,17 +267,19 @@ fn new_order(req: pb::CreateOrderRequest) -> Result<NewOrder, Status> {
 
 /// The proto form of an order.
 pub fn to_proto(order: Order) -> pb::Order {
+    let reason_of = |reason| match reason {
+        CancelReason::InsufficientFunds => pb::CancelReason::InsufficientFunds,
+        CancelReason::AccountNotFound => pb::CancelReason::AccountNotFound,
+        CancelReason::CancelledByUser => pb::CancelReason::CancelledByUser,
+        CancelReason::Expired => pb::CancelReason::Expired,
+    };
     let (status, reason) = match order.status {
         OrderStatus::New => (pb::OrderStatus::New, pb::CancelReason::Unspecified),
         OrderStatus::Finished => (pb::OrderStatus::Finished, pb::CancelReason::Unspecified),
-        OrderStatus::Cancelled(CancelReason::InsufficientFunds) => (
-            pb::OrderStatus::Cancelled,
-            pb::CancelReason::InsufficientFunds,
-        ),
-        OrderStatus::Cancelled(CancelReason::AccountNotFound) => (
-            pb::OrderStatus::Cancelled,
-            pb::CancelReason::AccountNotFound,
-        ),
+        OrderStatus::Cancelled(r) => (pb::OrderStatus::Cancelled, reason_of(r)),
+        OrderStatus::Cancelling(r) => (pb::OrderStatus::Cancelling, reason_of(r)),
+        OrderStatus::Refunding => (pb::OrderStatus::Refunding, pb::CancelReason::Unspecified),
+        OrderStatus::Refunded => (pb::OrderStatus::Refunded, pb::CancelReason::Unspecified),
     };
     pb::Order {
         order_id: order.id.to_string(),
@@ -192,6 +299,12 @@ pub fn status(e: OrderError) -> Status {
         OrderError::NotFound(_) => ErrorCode::OrderNotFound.status(Code::NotFound, e.to_string()),
         OrderError::IdempotencyKeyReused => {
             ErrorCode::IdempotencyKeyReused.status(Code::FailedPrecondition, e.to_string())
+        }
+        OrderError::NotCancellable(..) => {
+            ErrorCode::OrderNotCancellable.status(Code::FailedPrecondition, e.to_string())
+        }
+        OrderError::NotRefundable(..) => {
+            ErrorCode::OrderNotRefundable.status(Code::FailedPrecondition, e.to_string())
         }
         OrderError::BadLimit(_) | OrderError::BadCursor => {
             ErrorCode::ValidationFailed.status(Code::InvalidArgument, e.to_string())
@@ -231,6 +344,16 @@ mod tests {
                 OrderError::BadCursor,
                 Code::InvalidArgument,
                 ErrorCode::ValidationFailed,
+            ),
+            (
+                OrderError::NotCancellable(id, "FINISHED"),
+                Code::FailedPrecondition,
+                ErrorCode::OrderNotCancellable,
+            ),
+            (
+                OrderError::NotRefundable(id, "NEW"),
+                Code::FailedPrecondition,
+                ErrorCode::OrderNotRefundable,
             ),
         ];
         for (err, code, error_code) in cases {

@@ -11,11 +11,18 @@
 //! 5. [`watch`] streams each status change to `WatchOrder` callers (the
 //!    gateway's SSE) from Postgres NOTIFY.
 //!
+//! Taking an order back follows the same road: `CancelOrder` / `RefundOrder`
+//! in [`grpc`], [`orders::cancel`] / [`orders::refund`] (or [`expiry`] for
+//! an unpaid order) move it to CANCELLING / REFUNDING with its request for
+//! the ledger in the outbox; payments settles it once and answers, and
+//! [`on_payment_completed`] moves it to CANCELLED / REFUNDED.
+//!
 //! [`config`] names the service's variables and defaults. The whole system
 //! is described in `docs/architecture.md`.
 
 pub mod config;
 pub mod domain;
+pub mod expiry;
 pub mod grpc;
 pub mod on_payment_completed;
 pub mod orders;

@@ -1,76 +1,190 @@
-//! The handler of `PaymentCompleted` (payments → orders), run by the inbox
-//! consumer inside its transaction, right after the event id was recorded:
-//! the order moves from NEW to its final status; the status trigger NOTIFYs
-//! watchers on commit. A final status never changes, so a redelivered result
-//! changes nothing.
+//! The handler of the results topic (payments → orders), run by the inbox
+//! consumer inside its transaction, right after the event ids were recorded.
+//! Each result moves its order one step, and only from the status it
+//! answers:
+//!
+//! - `PaymentCompleted`: NEW → FINISHED or CANCELLED (a VOIDED payment
+//!   changes nothing: its order's cancellation settles it);
+//! - `CancellationCompleted`: CANCELLING → CANCELLED, keeping the reason;
+//! - `RefundCompleted`: REFUNDING → REFUNDED.
+//!
+//! So a redelivered, replayed or late result changes nothing, and nothing
+//! reverses a final status. The status trigger NOTIFYs watchers on commit.
 
 use crate::domain::{CancelReason, Status};
-use crate::persistence;
+use crate::persistence::{self, Transition};
 use shop_db::Transaction;
-use shop_db::inbox::{HandleError, Handler, Inbound};
+use shop_db::inbox::{HandleError, Handler, Inbound, InboxEvent, decode_as};
 use shop_db::outbox::NewEvent;
-use shop_proto::events::{DeclineReason, PaymentCompleted, PaymentOutcome};
+use shop_proto::events::{
+    CancellationCompleted, CancellationOutcome, CancellationReason, DeclineReason,
+    PaymentCompleted, PaymentOutcome, RefundCompleted,
+};
 use shop_proto::values::OrderId;
 use uuid::Uuid;
 
-/// The status a payment result leads to.
-pub fn status_of(event: &PaymentCompleted) -> Result<Status, HandleError> {
+/// What the results topic carries.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Payment(PaymentCompleted),
+    Cancellation(CancellationCompleted),
+    Refund(RefundCompleted),
+}
+
+impl InboxEvent for Outcome {
+    fn decode(event_type: Option<&str>, payload: &[u8]) -> Result<Self, String> {
+        if let Some(e) = decode_as::<PaymentCompleted>(event_type, payload)? {
+            return Ok(Self::Payment(e));
+        }
+        if let Some(e) = decode_as::<CancellationCompleted>(event_type, payload)? {
+            return Ok(Self::Cancellation(e));
+        }
+        if let Some(e) = decode_as::<RefundCompleted>(event_type, payload)? {
+            return Ok(Self::Refund(e));
+        }
+        Err(format!("unexpected event type {event_type:?}"))
+    }
+
+    fn event_id(&self) -> Option<Uuid> {
+        Uuid::parse_str(self.ids().0).ok()
+    }
+}
+
+impl Outcome {
+    /// (event id, order id) as sent.
+    fn ids(&self) -> (&str, &str) {
+        match self {
+            Self::Payment(e) => (&e.event_id, &e.order_id),
+            Self::Cancellation(e) => (&e.event_id, &e.order_id),
+            Self::Refund(e) => (&e.event_id, &e.order_id),
+        }
+    }
+
+    /// The step this result asks for: `None` for a payment voided by a
+    /// cancellation (that cancellation's own result moves the order).
+    fn transition(&self) -> Result<Option<Transition>, HandleError> {
+        let order =
+            OrderId::parse(self.ids().1).map_err(|e| HandleError::Permanent(e.to_string()))?;
+        Ok(Some(match self {
+            Self::Payment(e) => match status_of(e)? {
+                Some(to) => Transition {
+                    order,
+                    from: "NEW",
+                    to,
+                },
+                None => return Ok(None),
+            },
+            Self::Cancellation(e) => Transition {
+                order,
+                from: "CANCELLING",
+                to: Status::Cancelled(reason_of(e)?),
+            },
+            Self::Refund(_) => Transition {
+                order,
+                from: "REFUNDING",
+                to: Status::Refunded,
+            },
+        }))
+    }
+}
+
+/// The status a payment result leads to; `None` for VOIDED.
+pub fn status_of(event: &PaymentCompleted) -> Result<Option<Status>, HandleError> {
     match (event.outcome(), event.cancel_reason()) {
-        (PaymentOutcome::Paid, _) => Ok(Status::Finished),
+        (PaymentOutcome::Paid, _) => Ok(Some(Status::Finished)),
         (PaymentOutcome::Declined, DeclineReason::InsufficientFunds) => {
-            Ok(Status::Cancelled(CancelReason::InsufficientFunds))
+            Ok(Some(Status::Cancelled(CancelReason::InsufficientFunds)))
         }
         (PaymentOutcome::Declined, DeclineReason::AccountNotFound) => {
-            Ok(Status::Cancelled(CancelReason::AccountNotFound))
+            Ok(Some(Status::Cancelled(CancelReason::AccountNotFound)))
         }
+        (PaymentOutcome::Voided, _) => Ok(None),
         (outcome, reason) => Err(HandleError::Permanent(format!(
             "PaymentCompleted with outcome {outcome:?} and reason {reason:?}"
         ))),
     }
 }
 
-/// Applies `PaymentCompleted` to its order.
+/// The reason a settled cancellation keeps.
+fn reason_of(event: &CancellationCompleted) -> Result<CancelReason, HandleError> {
+    match event.reason() {
+        CancellationReason::ByUser => Ok(CancelReason::CancelledByUser),
+        CancellationReason::Expired => Ok(CancelReason::Expired),
+        CancellationReason::Unspecified => Err(HandleError::Permanent(
+            "CancellationCompleted without a reason".to_owned(),
+        )),
+    }
+}
+
+fn cancellation_outcome(event: &CancellationCompleted) -> &'static str {
+    match event.outcome() {
+        CancellationOutcome::Voided => "voided",
+        CancellationOutcome::Refunded => "refunded",
+        CancellationOutcome::NothingCharged => "nothing_charged",
+        CancellationOutcome::Unspecified => "unspecified",
+    }
+}
+
+/// Applies payment, cancellation and refund results to their orders.
 #[derive(Debug, Clone, Default)]
 pub struct OnPaymentCompleted;
 
 impl Handler for OnPaymentCompleted {
-    type Event = PaymentCompleted;
+    type Event = Outcome;
 
-    fn event_id(event: &PaymentCompleted) -> Option<Uuid> {
-        Uuid::parse_str(&event.event_id).ok()
-    }
-
-    /// Finalises every order of the batch with one statement; an order
-    /// already final stays as it is, an order that does not exist makes the
-    /// event permanently invalid.
+    /// Moves every order of the batch one step with one statement; a
+    /// result whose order is not in the status it answers changes nothing,
+    /// an order that does not exist makes the event permanently invalid.
     async fn handle(
         &self,
         tx: &Transaction<'_>,
-        events: Vec<Inbound<PaymentCompleted>>,
+        events: Vec<Inbound<Outcome>>,
     ) -> Result<Vec<NewEvent>, HandleError> {
-        let changes = events
-            .iter()
-            .map(|inbound| {
-                let order = OrderId::parse(&inbound.event.order_id)
-                    .map_err(|e| HandleError::Permanent(e.to_string()))?;
-                Ok((order, status_of(&inbound.event)?))
-            })
-            .collect::<Result<Vec<_>, HandleError>>()?;
-        let finalised: std::collections::HashMap<OrderId, f64> =
-            persistence::finalise_all(tx, &changes)
+        let mut changes = Vec::with_capacity(events.len());
+        let mut orders = Vec::with_capacity(events.len());
+        for inbound in &events {
+            let order = OrderId::parse(inbound.event.ids().1)
+                .map_err(|e| HandleError::Permanent(e.to_string()))?;
+            orders.push(order);
+            if let Some(change) = inbound.event.transition()? {
+                changes.push(change);
+            }
+        }
+        let moved: std::collections::HashMap<OrderId, f64> =
+            persistence::transition_all(tx, &changes)
                 .await?
                 .into_iter()
                 .collect();
-        for (order, status) in &changes {
-            if let Some(seconds) = finalised.get(order) {
-                metrics::histogram!("shop_order_settle_seconds").record(*seconds);
-                tracing::info!(order_id = %order, status = status.column(), "order finalised");
+        for inbound in &events {
+            let Ok(order) = OrderId::parse(inbound.event.ids().1) else {
+                continue;
+            };
+            let Some(seconds) = moved.get(&order) else {
+                continue;
+            };
+            match &inbound.event {
+                Outcome::Payment(_) => {
+                    metrics::histogram!("shop_order_settle_seconds").record(*seconds);
+                    tracing::info!(order_id = %order, "order finalised");
+                }
+                Outcome::Cancellation(e) => {
+                    let reason = reason_of(e)?.column();
+                    let outcome = cancellation_outcome(e);
+                    metrics::counter!("shop_order_cancellations_total", "reason" => reason, "outcome" => outcome)
+                        .increment(1);
+                    tracing::info!(order_id = %order, reason, outcome, "order cancelled");
+                }
+                Outcome::Refund(_) => {
+                    metrics::counter!("shop_order_refunds_total", "outcome" => "refunded")
+                        .increment(1);
+                    tracing::info!(order_id = %order, "order refunded");
+                }
             }
         }
-        let unchanged: Vec<OrderId> = changes
+        let unchanged: Vec<OrderId> = orders
             .iter()
-            .map(|(order, _)| *order)
-            .filter(|order| !finalised.contains_key(order))
+            .filter(|order| !moved.contains_key(order))
+            .copied()
             .collect();
         if !unchanged.is_empty() {
             let existing = persistence::existing(tx, &unchanged).await?;
@@ -79,7 +193,7 @@ impl Handler for OnPaymentCompleted {
                     "order {missing} does not exist"
                 )));
             }
-            tracing::info!(orders = unchanged.len(), "orders already final");
+            tracing::info!(results = unchanged.len(), "results that change nothing");
         }
         Ok(Vec::new())
     }
@@ -101,7 +215,11 @@ mod tests {
     fn outcomes_map_to_final_statuses() {
         assert_eq!(
             status_of(&event(PaymentOutcome::Paid, DeclineReason::Unspecified)).ok(),
-            Some(Status::Finished)
+            Some(Some(Status::Finished))
+        );
+        assert_eq!(
+            status_of(&event(PaymentOutcome::Voided, DeclineReason::Unspecified)).ok(),
+            Some(None)
         );
         assert_eq!(
             status_of(&event(
@@ -109,7 +227,7 @@ mod tests {
                 DeclineReason::AccountNotFound
             ))
             .ok(),
-            Some(Status::Cancelled(CancelReason::AccountNotFound))
+            Some(Some(Status::Cancelled(CancelReason::AccountNotFound)))
         );
         assert!(status_of(&event(PaymentOutcome::Declined, DeclineReason::Unspecified)).is_err());
         assert!(

@@ -160,31 +160,106 @@ pub async fn list(
     map_rows(&rows)
 }
 
-/// Moves each order that is still NEW to its final status, in one
-/// statement; returns the ids that moved, each with the seconds from its
-/// creation to now. An order already final (or missing) is left alone: a
-/// final status never changes.
-pub async fn finalise_all(
+/// One step of an order's life, applied only from the status it expects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transition {
+    pub order: OrderId,
+    /// The status column the order must have (`NEW`, `CANCELLING`, …).
+    pub from: &'static str,
+    pub to: Status,
+}
+
+/// Applies each transition whose order is in its `from` status, in one
+/// statement; returns the orders that moved, each with the seconds from its
+/// creation to now. An order in any other status is left alone, so a
+/// redelivered or late result changes nothing and nothing reverses a final
+/// status. (Two transitions of one order in one call cannot both match: an
+/// order is in one status.)
+pub async fn transition_all(
     db: &impl GenericClient,
-    changes: &[(OrderId, Status)],
+    changes: &[Transition],
 ) -> Result<Vec<(OrderId, f64)>, tokio_postgres::Error> {
-    let ids: Vec<Uuid> = changes.iter().map(|(id, _)| *id.as_uuid()).collect();
-    let statuses: Vec<&str> = changes.iter().map(|(_, s)| s.column()).collect();
-    let reasons: Vec<Option<&str>> = changes.iter().map(|(_, s)| s.reason_column()).collect();
+    let ids: Vec<Uuid> = changes.iter().map(|c| *c.order.as_uuid()).collect();
+    let from: Vec<&str> = changes.iter().map(|c| c.from).collect();
+    let statuses: Vec<&str> = changes.iter().map(|c| c.to.column()).collect();
+    let reasons: Vec<Option<&str>> = changes.iter().map(|c| c.to.reason_column()).collect();
     let statement = db
         .prepare_cached(
             "UPDATE orders AS o
              SET status = c.status, cancel_reason = c.reason, updated_at = clock_timestamp()
-             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS c(id, status, reason)
-             WHERE o.id = c.id AND o.status = 'NEW'
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
+                  AS c(id, from_status, status, reason)
+             WHERE o.id = c.id AND o.status = c.from_status
              RETURNING o.id, extract(epoch FROM o.updated_at - o.created_at)::float8",
         )
         .await?;
-    db.query(&statement, &[&ids, &statuses, &reasons])
+    db.query(&statement, &[&ids, &from, &statuses, &reasons])
         .await?
         .iter()
         .map(|row| Ok((OrderId::from(row.try_get::<_, Uuid>(0)?), row.try_get(1)?)))
         .collect()
+}
+
+/// The order, locked until the end of the caller's transaction.
+pub async fn lock(db: &impl GenericClient, id: OrderId) -> Result<Option<Order>, RowError> {
+    let sql = format!("SELECT {COLUMNS} FROM orders WHERE id = $1 FOR UPDATE");
+    let statement = db.prepare_cached(&sql).await?;
+    let rows = db.query(&statement, &[id.as_uuid()]).await?;
+    Ok(map_rows(&rows)?.pop())
+}
+
+/// Sets the status of an order the caller has locked.
+pub async fn set_status(
+    db: &impl GenericClient,
+    id: OrderId,
+    status: Status,
+) -> Result<Order, RowError> {
+    let sql = format!(
+        "UPDATE orders SET status = $2, cancel_reason = $3, updated_at = clock_timestamp()
+         WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    let statement = db.prepare_cached(&sql).await?;
+    let rows = db
+        .query(
+            &statement,
+            &[id.as_uuid(), &status.column(), &status.reason_column()],
+        )
+        .await?;
+    map_rows(&rows)?
+        .pop()
+        .ok_or_else(|| RowError::BadStatus("locked order vanished".to_owned()))
+}
+
+/// Up to `limit` orders still NEW `age_ms` after they were created, oldest
+/// first, locked until the end of the caller's transaction; orders another
+/// transaction holds (another replica's sweep, a cancel) are skipped.
+pub async fn lock_expired(
+    db: &impl GenericClient,
+    age_ms: i64,
+    limit: i64,
+) -> Result<Vec<Order>, RowError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM orders
+         WHERE status = 'NEW' AND created_at < now() - $1::bigint * interval '1 millisecond'
+         ORDER BY created_at LIMIT $2
+         FOR UPDATE SKIP LOCKED"
+    );
+    let statement = db.prepare_cached(&sql).await?;
+    let rows = db.query(&statement, &[&age_ms, &limit]).await?;
+    map_rows(&rows)
+}
+
+/// Moves the locked orders `ids` to CANCELLING with reason EXPIRED.
+pub async fn expire_all(db: &impl GenericClient, ids: &[OrderId]) -> Result<u64, RowError> {
+    let ids: Vec<Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
+    let statement = db
+        .prepare_cached(
+            "UPDATE orders SET status = 'CANCELLING', cancel_reason = 'EXPIRED',
+                    updated_at = clock_timestamp()
+             WHERE id = ANY($1) AND status = 'NEW'",
+        )
+        .await?;
+    Ok(db.execute(&statement, &[&ids]).await?)
 }
 
 /// Which of `ids` exist.

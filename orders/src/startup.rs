@@ -1,12 +1,15 @@
 //! How the orders service is assembled, in the order its parts depend on
 //! each other: the database (migrated), the topics, the NOTIFY listener, the
-//! relay that publishes its outbox (`PaymentRequested` on the requests
-//! topic), the consumer of the results topic with its handler
-//! ([`OnPaymentCompleted`]), and the gRPC API with health and reflection.
+//! relay that publishes its outbox (`PaymentRequested`,
+//! `CancellationRequested`, `RefundRequested` on the requests topic), the
+//! consumer of the results topic with its handler ([`OnPaymentCompleted`]),
+//! the gRPC API with health and reflection, and the expiry sweep of unpaid
+//! orders ([`expiry`]).
 //! The parts are handed, as a named [`Service`], to the run function every
 //! service shares.
 
 use crate::config::{OrdersConfig, SPEC};
+use crate::expiry::{self, ExpiryConfig};
 use crate::grpc::{OrdersGrpc, OrdersServer};
 use crate::on_payment_completed::OnPaymentCompleted;
 use crate::persistence;
@@ -16,14 +19,25 @@ use shop_db::outbox::{self, RelayWake};
 use shop_db::pool;
 use shop_db::relay::Relay;
 use shop_db::retention::Retention;
-use shop_db::service::Service;
+use shop_db::service::{Job, Service};
 use shop_runtime::grpc;
 use tokio_util::sync::CancellationToken;
 
-/// Builds every part of the orders service; nothing runs until
+/// Builds every part of the orders service, with the payment timeout from
+/// `ORDERS_PAYMENT_TIMEOUT_MS`; nothing runs until
 /// [`Service::run_until_stopped`]. Background tasks stop on `shutdown`.
 pub async fn build(
     config: &OrdersConfig,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Service<OnPaymentCompleted>> {
+    let expiry = ExpiryConfig::from_env(&shop_runtime::Env::from_process(SPEC.prefix))?;
+    build_with(config, expiry, shutdown).await
+}
+
+/// [`build`] with the expiry given (tests).
+pub async fn build_with(
+    config: &OrdersConfig,
+    expiry: ExpiryConfig,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Service<OnPaymentCompleted>> {
     let pool = config.open_database(&persistence::migrations()?).await?;
@@ -58,9 +72,10 @@ pub async fn build(
     let orders = OrdersGrpc::new(
         pool::connect_for_api(&config.database).await?,
         config.database.api_calls_per_key,
-        wake,
+        wake.clone(),
         notifications.clone(),
         &topics.requests,
+        expiry.timeout,
         shutdown.clone(),
     );
     let (health, router) = grpc::base_router(SPEC.grpc_service)?;
@@ -74,6 +89,15 @@ pub async fn build(
         &persistence::RETENTION,
     );
 
+    // Unpaid orders are cancelled after the payment timeout.
+    let sweep = {
+        let (pool, topic) = (pool.clone(), topics.requests.clone());
+        Job {
+            name: "order expiry sweep",
+            run: Box::new(move |token| Box::pin(expiry::run(pool, expiry, topic, wake, token))),
+        }
+    };
+
     Ok(Service {
         pool,
         listener,
@@ -83,5 +107,6 @@ pub async fn build(
         relay,
         consumer,
         retention,
+        jobs: vec![sweep],
     })
 }

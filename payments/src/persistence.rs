@@ -3,7 +3,10 @@
 //! transaction, rows mapped once: accounts and credits, and the ledger's
 //! exactly-once debit ([`decide_all`]).
 
-use crate::domain::{Account, Decision, KeyedCredit, PaymentRequest};
+use crate::domain::{
+    Account, Cancellation, CancellationRequest, Decision, KeyedCredit, PaymentRequest,
+    RefundRequest,
+};
 use shop_db::retention::{Age, Sweep};
 use shop_db::{GenericClient, migrate};
 use shop_proto::values::{Amount, IdempotencyKey, OrderId, UserId};
@@ -159,7 +162,10 @@ pub async fn credit(
 ///    balance covers the amount and records the outcome in the ledger row;
 /// 3. an order decided before (a redelivery, even after a later top-up and
 ///    even if inbox rows were cleaned up) gets its first decision back and
-///    is never debited twice.
+///    is never debited twice; an order whose cancellation came first finds
+///    its row VOIDED and is never debited;
+/// 4. a request seen after its `pay_before` deadline is voided, not debited
+///    (its order has expired, or is about to, on the orders side).
 ///
 /// Orders of one user arrive on one partition, in order, so their debits
 /// run in the order they were placed.
@@ -199,16 +205,24 @@ pub async fn decide_all(
         }
     }
     let decide = db.prepare_cached(DECIDE).await?;
+    let now = std::time::SystemTime::now();
     let mut decisions = Vec::with_capacity(requests.len());
     for request in requests {
         let order = *request.order_id.as_uuid();
         if claimed.remove(&order) {
-            let row = db
-                .query_one(
+            // An order past its payment deadline has expired (or is about
+            // to): it is voided, never debited.
+            let late = request.pay_before.is_some_and(|deadline| deadline < now);
+            let row = if late {
+                let void = db.prepare_cached(VOID_CLAIMED).await?;
+                db.query_one(&void, &[&order]).await?
+            } else {
+                db.query_one(
                     &decide,
                     &[&order, request.user_id.as_uuid(), &request.amount.get()],
                 )
-                .await?;
+                .await?
+            };
             let outcome: String = row.try_get(0)?;
             let decision = Decision::parse(&outcome).ok_or(DecideError::BadOutcome(outcome))?;
             tracing::info!(order_id = %request.order_id, user_id = %request.user_id, amount = request.amount.get(), decision = decision.as_str(), "payment decided");
@@ -225,6 +239,118 @@ pub async fn decide_all(
     Ok(decisions)
 }
 
+/// Settles a cancellation once, in the caller's transaction:
+///
+/// - an order not yet decided gets its ledger row now, with the outcome
+///   VOIDED, so its `PaymentRequested`, whenever it comes, is refused;
+/// - a PAID order is refunded: one `refunds` row (PRIMARY KEY `order_id`)
+///   and the credit, in one statement, so a redelivered cancellation finds
+///   the row and credits nothing;
+/// - a declined order had nothing charged.
+///
+/// A redelivered cancellation gets the same answer as the first.
+pub async fn cancel(
+    db: &impl GenericClient,
+    request: &CancellationRequest,
+) -> Result<Cancellation, DecideError> {
+    let order = request.order_id.as_uuid();
+    let void = db.prepare_cached(VOID).await?;
+    let voided = db
+        .query_opt(
+            &void,
+            &[
+                order,
+                request.user_id.as_uuid(),
+                &request.amount.get(),
+                &request.event_id,
+            ],
+        )
+        .await?;
+    if voided.is_some() {
+        return Ok(Cancellation::Voided);
+    }
+    let outcome = decided_outcome(db, request.order_id).await?;
+    Ok(match outcome {
+        Decision::Paid => {
+            give_back(db, request.order_id, "CANCELLATION", request.event_id).await?;
+            Cancellation::Refunded
+        }
+        Decision::Voided => Cancellation::Voided,
+        Decision::InsufficientFunds | Decision::AccountNotFound => Cancellation::NothingCharged,
+    })
+}
+
+/// Refunds a paid order once, in the caller's transaction: `Ok(true)` when
+/// this call credited the amount back, `Ok(false)` when it had been already
+/// (a redelivery, a replay). An order that was never paid cannot be
+/// refunded: [`DecideError::NotPaid`].
+pub async fn refund(db: &impl GenericClient, request: &RefundRequest) -> Result<bool, DecideError> {
+    match decided_outcome(db, request.order_id).await {
+        Ok(Decision::Paid) => give_back(db, request.order_id, "REFUND", request.event_id).await,
+        Ok(_) | Err(DecideError::Undecided(_)) => Err(DecideError::NotPaid(request.order_id)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The decision in the order's ledger row.
+async fn decided_outcome(db: &impl GenericClient, order: OrderId) -> Result<Decision, DecideError> {
+    let find = db
+        .prepare_cached("SELECT outcome FROM payments WHERE order_id = $1")
+        .await?;
+    let outcome: Option<String> = match db.query_opt(&find, &[order.as_uuid()]).await? {
+        Some(row) => row.try_get(0)?,
+        None => None,
+    };
+    match outcome {
+        Some(o) => Decision::parse(&o).ok_or(DecideError::BadOutcome(o)),
+        None => Err(DecideError::Undecided(order)),
+    }
+}
+
+/// Records the order's refund and credits its amount, unless it was
+/// recorded before; returns whether this call credited.
+async fn give_back(
+    db: &impl GenericClient,
+    order: OrderId,
+    kind: &str,
+    event_id: Uuid,
+) -> Result<bool, DecideError> {
+    let statement = db.prepare_cached(GIVE_BACK).await?;
+    let credited = db
+        .query_opt(&statement, &[order.as_uuid(), &kind, &event_id])
+        .await?
+        .is_some();
+    if credited {
+        tracing::info!(order_id = %order, kind, "amount credited back");
+    } else {
+        tracing::info!(order_id = %order, kind, "already credited back");
+    }
+    Ok(credited)
+}
+
+/// Records VOIDED in a just-claimed ledger row (a request past its deadline).
+const VOID_CLAIMED: &str =
+    "UPDATE payments SET outcome = 'VOIDED' WHERE order_id = $1 RETURNING outcome";
+
+/// Claims the ledger row of an order not yet decided, as VOIDED.
+const VOID: &str = "INSERT INTO payments (order_id, user_id, amount, request_event_id, outcome)
+     VALUES ($1, $2, $3, $4, 'VOIDED')
+     ON CONFLICT (order_id) DO NOTHING
+     RETURNING order_id";
+
+/// The refund row (once per order, from the ledger row's own user and
+/// amount) and the credit, in one statement.
+const GIVE_BACK: &str = "WITH refund AS (
+         INSERT INTO refunds (order_id, user_id, amount, kind, request_event_id)
+         SELECT order_id, user_id, amount, $2, $3 FROM payments
+         WHERE order_id = $1 AND outcome = 'PAID'
+         ON CONFLICT (order_id) DO NOTHING
+         RETURNING user_id, amount
+     )
+     UPDATE accounts SET balance = balance + refund.amount, updated_at = now()
+     FROM refund WHERE accounts.user_id = refund.user_id
+     RETURNING accounts.balance";
+
 /// Why a batch could not be decided.
 #[derive(Debug, thiserror::Error)]
 pub enum DecideError {
@@ -232,8 +358,10 @@ pub enum DecideError {
     Query(#[from] tokio_postgres::Error),
     #[error("the ledger holds an impossible outcome {0:?}")]
     BadOutcome(String),
-    #[error("order {0} has a ledger row without a decision")]
+    #[error("order {0} has no decided ledger row")]
     Undecided(OrderId),
+    #[error("order {0} was never paid, so it cannot be refunded")]
+    NotPaid(OrderId),
 }
 
 /// Claims a ledger row for each order not yet decided; returns their ids.

@@ -74,5 +74,6 @@ pub async fn build(
         relay,
         consumer,
         retention,
+        jobs: Vec::new(),
     })
 }

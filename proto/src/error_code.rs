@@ -17,13 +17,15 @@ pub enum ErrorCode {
     BalanceOverflow,
     IdempotencyKeyReused,
     OrderNotFound,
+    OrderNotCancellable,
+    OrderNotRefundable,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
     /// All codes, for tables and tests.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 11] = [
         Self::ValidationFailed,
         Self::InvalidAmount,
         Self::AccountExists,
@@ -31,6 +33,8 @@ impl ErrorCode {
         Self::BalanceOverflow,
         Self::IdempotencyKeyReused,
         Self::OrderNotFound,
+        Self::OrderNotCancellable,
+        Self::OrderNotRefundable,
         Self::Unavailable,
         Self::Internal,
     ];
@@ -45,6 +49,8 @@ impl ErrorCode {
             Self::BalanceOverflow => "BALANCE_OVERFLOW",
             Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Self::OrderNotFound => "ORDER_NOT_FOUND",
+            Self::OrderNotCancellable => "ORDER_NOT_CANCELLABLE",
+            Self::OrderNotRefundable => "ORDER_NOT_REFUNDABLE",
             Self::Unavailable => "UNAVAILABLE",
             Self::Internal => "INTERNAL",
         }

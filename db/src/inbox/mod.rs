@@ -94,13 +94,36 @@ impl From<deadpool_postgres::PoolError> for HandleError {
     }
 }
 
-/// Applies one kind of event inside the inbox transaction.
-pub trait Handler: Send + Sync + 'static {
-    /// The protobuf payload this handler consumes.
-    type Event: prost::Message + prost::Name + Default + Send + Sync;
+/// What an inbox consumes from its topic: one protobuf message, or several
+/// told apart by each record's `event-type` header (the message's full
+/// name, set by [`NewEvent::encode`]).
+pub trait InboxEvent: Sized + Send + Sync + 'static {
+    /// Decodes one record; an error makes it permanently invalid.
+    fn decode(event_type: Option<&str>, payload: &[u8]) -> Result<Self, String>;
 
     /// The event's unique id, used for deduplication.
-    fn event_id(event: &Self::Event) -> Option<Uuid>;
+    fn event_id(&self) -> Option<Uuid>;
+}
+
+/// Decodes `payload` as `M` if `event_type` names `M` (or is absent):
+/// `Ok(None)` when it names another message.
+pub fn decode_as<M: prost::Message + prost::Name + Default>(
+    event_type: Option<&str>,
+    payload: &[u8],
+) -> Result<Option<M>, String> {
+    let name = M::full_name();
+    if event_type.is_some_and(|t| t != name) {
+        return Ok(None);
+    }
+    M::decode(payload)
+        .map(Some)
+        .map_err(|e| format!("undecodable {name}: {e}"))
+}
+
+/// Applies the events of one topic inside the inbox transaction.
+pub trait Handler: Send + Sync + 'static {
+    /// What this handler consumes.
+    type Event: InboxEvent;
 
     /// Applies `events` — new ones only, in partition order — inside `tx`
     /// and returns the events to publish in response (the inbox writes them
@@ -806,17 +829,11 @@ const RECORD: &str = "INSERT INTO inbox (event_id, topic, partition, \"offset\")
 
 /// The message's event and id; anything wrong with it is permanent.
 fn decode<H: Handler>(message: &OwnedMessage) -> Result<(Uuid, Inbound<H::Event>), HandleError> {
-    let expected = <H::Event as prost::Name>::full_name();
-    if let Some(kind) = headers::get(message, headers::EVENT_TYPE)
-        && kind != expected
-    {
-        return Err(HandleError::Permanent(format!(
-            "unexpected event type {kind:?}, want {expected}"
-        )));
-    }
-    let event = <H::Event as prost::Message>::decode(message.payload().unwrap_or_default())
-        .map_err(|e| HandleError::Permanent(format!("undecodable {expected}: {e}")))?;
-    let event_id = H::event_id(&event)
+    let kind = headers::get(message, headers::EVENT_TYPE);
+    let event = H::Event::decode(kind.as_deref(), message.payload().unwrap_or_default())
+        .map_err(HandleError::Permanent)?;
+    let event_id = event
+        .event_id()
         .ok_or_else(|| HandleError::Permanent("event has no valid event_id".to_owned()))?;
     let delivery = Delivery {
         topic: message.topic().to_owned(),

@@ -5,7 +5,9 @@
 
 use prost::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use shop_db::inbox::{Assignment, HandleError, Handler, Inbound, InboxConfig, InboxConsumer};
+use shop_db::inbox::{
+    Assignment, HandleError, Handler, Inbound, InboxConfig, InboxConsumer, InboxEvent,
+};
 use shop_db::kafka::KafkaConfig;
 use shop_db::outbox::{NewEvent, RelayWake};
 use shop_db::{Pool, Transaction, migrate, pool};
@@ -41,20 +43,31 @@ pub struct Recorder {
     pub stalled: Arc<AtomicU32>,
 }
 
-impl Handler for Recorder {
-    type Event = PaymentRequested;
+/// The recorder's events: `PaymentRequested`, for its amount.
+pub struct Requested(PaymentRequested);
 
-    fn event_id(event: &PaymentRequested) -> Option<Uuid> {
-        Uuid::parse_str(&event.event_id).ok()
+impl InboxEvent for Requested {
+    fn decode(event_type: Option<&str>, payload: &[u8]) -> Result<Self, String> {
+        shop_db::inbox::decode_as::<PaymentRequested>(event_type, payload)?
+            .map(Self)
+            .ok_or_else(|| format!("unexpected event type {event_type:?}"))
     }
+
+    fn event_id(&self) -> Option<Uuid> {
+        Uuid::parse_str(&self.0.event_id).ok()
+    }
+}
+
+impl Handler for Recorder {
+    type Event = Requested;
 
     async fn handle(
         &self,
         tx: &Transaction<'_>,
-        events: Vec<Inbound<PaymentRequested>>,
+        events: Vec<Inbound<Requested>>,
     ) -> Result<Vec<NewEvent>, HandleError> {
         for inbound in events {
-            let amount = inbound.event.amount;
+            let amount = inbound.event.0.amount;
             match amount {
                 POISON => return Err(HandleError::Permanent("poison".to_owned())),
                 PANIC => panic!("the handler met event {amount}"),
@@ -349,6 +362,7 @@ async fn a_service_whose_consumer_dies_stops_with_an_error() {
             shop_db::retention::RetentionConfig::default(),
             &[],
         ),
+        jobs: Vec::new(),
     };
     let outcome = tokio::time::timeout(WAIT, service.run_until_stopped(shutdown.clone()))
         .await

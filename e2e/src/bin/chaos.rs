@@ -118,6 +118,19 @@ async fn main() -> ExitCode {
     }
     println!("| orders acknowledged | {} |", seen.orders.len());
     println!("| top-ups acknowledged | {} |", seen.top_ups.len());
+    let accepted = |answers: &std::collections::HashMap<String, u16>| {
+        answers.values().filter(|s| (200..300).contains(*s)).count()
+    };
+    println!(
+        "| cancels answered / accepted | {} / {} |",
+        seen.cancels.len(),
+        accepted(&seen.cancels)
+    );
+    println!(
+        "| refunds answered / accepted | {} / {} |",
+        seen.refunds.len(),
+        accepted(&seen.refunds)
+    );
     println!("| retries with the same key | {} |", seen.retries);
     println!("| answers lost on purpose | {} |", seen.lost_answers);
     println!("| transport errors | {} |", seen.transport_errors);
@@ -126,8 +139,8 @@ async fn main() -> ExitCode {
     }
     let summary = shop_e2e::invariant::check(&orders, &payments).await.0;
     println!(
-        "| orders FINISHED / CANCELLED | {} / {} |",
-        summary.finished, summary.cancelled
+        "| orders FINISHED / CANCELLED (of them by the customer or expired) / REFUNDED | {} / {} ({}) / {} |",
+        summary.finished, summary.cancelled, summary.taken_back, summary.refunded
     );
     println!("| run time | {:.0} s |", started.elapsed().as_secs_f64());
     println!();

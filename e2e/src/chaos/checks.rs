@@ -72,6 +72,14 @@ pub async fn run(
         acknowledged_top_ups(seen, payments).await,
     ));
     checks.push(Check::new(
+        "every accepted cancel ended CANCELLED, every refused one is a paid order",
+        cancels_won(seen, orders).await,
+    ));
+    checks.push(Check::new(
+        "every accepted refund ended REFUNDED, credited once",
+        refunds_credited_once(seen, orders, payments).await,
+    ));
+    checks.push(Check::new(
         "each Idempotency-Key answered with one order",
         one_order_per_key(seen, orders).await,
     ));
@@ -107,6 +115,86 @@ async fn acknowledged_orders(seen: &Seen, orders: &Pool) -> Vec<String> {
             Some(found) if *found == expected => {}
             Some(found) => problems.push(format!("order {id} (key {key}) stored as {found:?}")),
             None => problems.push(format!("acknowledged order {id} (key {key}) is missing")),
+        }
+    }
+    problems
+}
+
+/// Every order's (status, cancel_reason).
+async fn statuses(orders: &Pool) -> Result<HashMap<String, (String, Option<String>)>, String> {
+    let client = orders.get().await.map_err(|e| e.to_string())?;
+    let rows = client
+        .query("SELECT id::text, status, cancel_reason FROM orders", &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect())
+}
+
+/// A 202 cancel ends CANCELLED by the customer; a 200 found it CANCELLED
+/// already (for any reason); a 409 found it paid (FINISHED, or refunded).
+async fn cancels_won(seen: &Seen, orders: &Pool) -> Vec<String> {
+    let statuses = match statuses(orders).await {
+        Ok(s) => s,
+        Err(e) => return vec![e],
+    };
+    let mut problems = Vec::new();
+    for (id, answer) in &seen.cancels {
+        let found = statuses.get(id).map(|(s, r)| (s.as_str(), r.as_deref()));
+        let fine = matches!(
+            (answer, found),
+            (202, Some(("CANCELLED", Some("CANCELLED_BY_USER"))))
+                | (200, Some(("CANCELLED", Some(_))))
+                | (409, Some(("FINISHED" | "REFUNDING" | "REFUNDED", None)))
+        );
+        if !fine {
+            problems.push(format!(
+                "cancel of {id} answered {answer}, order is {found:?}"
+            ));
+        }
+    }
+    problems
+}
+
+/// A 2xx refund ends REFUNDED with exactly one REFUND row in the ledger; an
+/// order whose refunds were all refused (409: not FINISHED at the time) was
+/// never refunded (only its own shopper refunds it).
+async fn refunds_credited_once(seen: &Seen, orders: &Pool, payments: &Pool) -> Vec<String> {
+    let statuses = match statuses(orders).await {
+        Ok(s) => s,
+        Err(e) => return vec![e],
+    };
+    let refunds: HashMap<String, (String, i64)> = match payments.get().await {
+        Ok(client) => match client
+            .query(
+                "SELECT order_id::text, kind, count(*) OVER (PARTITION BY order_id) FROM refunds",
+                &[],
+            )
+            .await
+        {
+            Ok(rows) => rows
+                .iter()
+                .map(|r| (r.get(0), (r.get(1), r.get(2))))
+                .collect(),
+            Err(e) => return vec![e.to_string()],
+        },
+        Err(e) => return vec![e.to_string()],
+    };
+    let mut problems = Vec::new();
+    for (id, answer) in &seen.refunds {
+        let status = statuses.get(id).map(|(s, _)| s.as_str());
+        let refund = refunds.get(id).map(|(k, n)| (k.as_str(), *n));
+        let fine = match answer {
+            200..=299 => status == Some("REFUNDED") && refund == Some(("REFUND", 1)),
+            409 => status != Some("REFUNDED") && refund.is_none_or(|(kind, _)| kind != "REFUND"),
+            _ => false,
+        };
+        if !fine {
+            problems.push(format!(
+                "refund of {id} answered {answer}: order {status:?}, ledger refund {refund:?}"
+            ));
         }
     }
     problems

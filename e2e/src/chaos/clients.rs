@@ -1,7 +1,8 @@
 //! Shoppers driving the REST API through the faults: orders and top-ups
-//! under Idempotency-Keys, each retried with the same key until a definite
-//! answer (2xx or 4xx); one request in ten has a very short timeout, so its
-//! answer is lost and the retry must return the original result.
+//! under Idempotency-Keys, cancels and refunds of their own orders, each
+//! retried with the same key until a definite answer (2xx or 4xx); one
+//! request in ten has a very short timeout, so its answer is lost and the
+//! retry must return the original result.
 
 use super::Rng;
 use serde_json::{Value, json};
@@ -17,6 +18,10 @@ pub struct Seen {
     pub orders: HashMap<String, (String, i64, String)>,
     /// Acknowledged top-ups: key → (user, amount).
     pub top_ups: HashMap<String, (String, i64)>,
+    /// Cancels answered: order id → the last definite HTTP status.
+    pub cancels: HashMap<String, u16>,
+    /// Refunds answered: order id → the last definite HTTP status.
+    pub refunds: HashMap<String, u16>,
     /// Keys that were answered with two different orders.
     pub conflicting_keys: Vec<String>,
     /// Writes retried (after a 5xx, a lost answer or a transport error).
@@ -35,6 +40,12 @@ impl Seen {
     pub fn merge(&mut self, other: Seen) {
         self.orders.extend(other.orders);
         self.top_ups.extend(other.top_ups);
+        for (id, status) in other.cancels {
+            merge_answer(&mut self.cancels, id, status);
+        }
+        for (id, status) in other.refunds {
+            merge_answer(&mut self.refunds, id, status);
+        }
         self.conflicting_keys.extend(other.conflicting_keys);
         self.retries += other.retries;
         self.lost_answers += other.lost_answers;
@@ -52,6 +63,15 @@ impl Seen {
             .filter(|(status, _)| status.starts_with("500"))
             .map(|(_, n)| n)
             .sum()
+    }
+}
+
+/// Keeps an acceptance (2xx) over a refusal: a cancel once accepted stays
+/// accepted, whatever a later call of the same client was told.
+fn merge_answer(answers: &mut HashMap<String, u16>, id: String, status: u16) {
+    let entry = answers.entry(id).or_insert(status);
+    if !(200..300).contains(entry) {
+        *entry = status;
     }
 }
 
@@ -77,6 +97,8 @@ pub async fn shop(
     for user in &users {
         tokens.insert(user.clone(), crate::Stack::dev_token(&base, user).await);
     }
+    // This shopper's acknowledged orders: (user, order id).
+    let mut mine: Vec<(String, String)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         if !pace.is_zero() {
             tokio::time::sleep(pace).await;
@@ -84,8 +106,8 @@ pub async fn shop(
         let user = users[rng.between(0, users.len() as u64 - 1) as usize].clone();
         let token = tokens.get(&user).cloned().unwrap_or_default();
         let key = uuid::Uuid::new_v4().to_string();
-        match rng.between(0, 9) {
-            0..=6 => {
+        match rng.between(0, 19) {
+            0..=11 => {
                 let amount = rng.between(1, 3_000) as i64;
                 let body = json!({"user_id": user, "amount": amount, "description": "chaos"});
                 if let Some((200..=299, v)) = write(
@@ -100,10 +122,31 @@ pub async fn shop(
                 .await
                 {
                     let id = v["order_id"].as_str().unwrap_or_default().to_owned();
+                    mine.push((user.clone(), id.clone()));
                     seen.orders.insert(key, (user, amount, id));
                 }
             }
-            7 | 8 => {
+            12 | 13 if !mine.is_empty() => {
+                // Cancel or refund one of the last few orders (the newest
+                // are the likeliest to race their payment).
+                let recent = mine.len().saturating_sub(5);
+                let (owner, id) =
+                    mine[rng.between(recent as u64, mine.len() as u64 - 1) as usize].clone();
+                let token = tokens.get(&owner).cloned().unwrap_or_default();
+                let action = if rng.chance(60) { "cancel" } else { "refund" };
+                let url = format!("{base}/api/v1/orders/{id}/{action}");
+                if let Some((status, _)) =
+                    write(&http, &token, &url, &key, &Value::Null, &mut rng, &mut seen).await
+                {
+                    let answers = if action == "cancel" {
+                        &mut seen.cancels
+                    } else {
+                        &mut seen.refunds
+                    };
+                    merge_answer(answers, id, status);
+                }
+            }
+            12..=16 => {
                 let amount = rng.between(1, 5_000) as i64;
                 let url = format!("{base}/api/v1/accounts/{user}/top-up");
                 if let Some((200..=299, _)) = write(

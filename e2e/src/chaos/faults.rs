@@ -280,7 +280,7 @@ async fn execute(url: &str, sql: &str) {
 }
 
 /// Commits offset 0 for every partition of `topic` under `group`.
-async fn rewind(brokers: &str, group: &str, topic: &str, partitions: i32) {
+pub async fn rewind(brokers: &str, group: &str, topic: &str, partitions: i32) {
     let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
     let done = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let consumer: BaseConsumer = ClientConfig::new()

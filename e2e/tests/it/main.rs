@@ -5,3 +5,4 @@ mod compose;
 mod faults;
 mod group;
 mod http;
+mod takeback;

@@ -58,6 +58,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::top_up))
         .routes(routes!(orders::create_order, orders::list_orders))
         .routes(routes!(orders::get_order))
+        .routes(routes!(orders::cancel_order))
+        .routes(routes!(orders::refund_order))
         .routes(routes!(orders::order_events))
         .routes(routes!(orders::events_token))
         .routes(routes!(ops::healthz))

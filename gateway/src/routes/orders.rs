@@ -1,8 +1,11 @@
-//! `/api/v1/orders`: create, list, read and watch orders (orders service).
+//! `/api/v1/orders`: create, list, read, watch, cancel and refund orders
+//! (orders service).
 
 use super::AppState;
 use crate::auth::{AuthError, STREAM_TTL};
-use crate::dto::{CreateOrder, EventsQuery, ListOrders, Order, OrderEvent, OrderPage, StreamToken};
+use crate::dto::{
+    CreateOrder, EventsQuery, ListOrders, Order, OrderEvent, OrderPage, OrderStatus, StreamToken,
+};
 use crate::extract::{
     ApiJson, ApiQuery, Caller, IdempotencyKeyHeader, bearer, invalid_body, invalid_param,
 };
@@ -172,6 +175,106 @@ async fn owned_order(state: &AppState, user: UserId, id: OrderId) -> Result<Orde
             format!("order {id} not found"),
         ))
     }
+}
+
+/// Cancel an order that is not final. An accepted cancel always wins: the
+/// order ends `CANCELLED` with `cancel_reason` `CANCELLED_BY_USER` and the
+/// customer pays nothing (a payment already taken is refunded).
+#[utoipa::path(
+    post, path = "/api/v1/orders/{order_id}/cancel", tag = "orders",
+    security(("bearer" = [])),
+    params(
+        ("order_id" = String, Path, format = Uuid, description = "The order's id"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[ -~]+$", description = "Accepted for uniform retries; a cancel is idempotent by itself: repeating it changes nothing"),
+    ),
+    responses(
+        (status = 202, description = "Accepted: the order is `CANCELLING` (now or already) and will end `CANCELLED`; watch it at `/api/v1/orders/{order_id}/events`", body = Order,
+            links(("OrderEvents" = (operation_id = "order_events", parameters(("order_id" = "$response.body#/order_id")))))),
+        (status = 200, description = "The order was already `CANCELLED`: nothing changed", body = Order),
+        (status = 400, description = "`order_id` is not a UUID, or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order of yours (`ORDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The order is `FINISHED`, `REFUNDING` or `REFUNDED` (`ORDER_NOT_CANCELLABLE`): ask for a refund instead", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many writes (`RATE_LIMITED`); see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "No answer in time (`OUTCOME_UNKNOWN`): the cancel may have been accepted — retry it", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    _key: IdempotencyKeyHeader,
+    Path(order_id): Path<String>,
+) -> Result<(StatusCode, Json<Order>), ApiError> {
+    let id = OrderId::parse(&order_id).map_err(invalid_param)?;
+    let response = state
+        .upstreams
+        .orders
+        .clone()
+        .cancel_order(state.upstreams.request(pb::CancelOrderRequest {
+            order_id: id.to_string(),
+            user_id: caller.0.to_string(),
+        }))
+        .await
+        .map_err(ApiError::from_write)?
+        .into_inner();
+    let order = order(response.order)?;
+    let status = if order.status == OrderStatus::Cancelled {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(order)))
+}
+
+/// Refund a `FINISHED` order: the amount is credited back exactly once and
+/// the order ends `REFUNDED`.
+#[utoipa::path(
+    post, path = "/api/v1/orders/{order_id}/refund", tag = "orders",
+    security(("bearer" = [])),
+    params(
+        ("order_id" = String, Path, format = Uuid, description = "The order's id"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[ -~]+$", description = "Accepted for uniform retries; a refund is idempotent by itself: repeating it credits nothing more"),
+    ),
+    responses(
+        (status = 202, description = "Accepted: the order is `REFUNDING` and will end `REFUNDED`; watch it at `/api/v1/orders/{order_id}/events`", body = Order,
+            links(("OrderEvents" = (operation_id = "order_events", parameters(("order_id" = "$response.body#/order_id")))))),
+        (status = 200, description = "The order was already `REFUNDING` or `REFUNDED`: nothing changed, nothing more is credited", body = Order),
+        (status = 400, description = "`order_id` is not a UUID, or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order of yours (`ORDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The order is not `FINISHED` (`ORDER_NOT_REFUNDABLE`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many writes (`RATE_LIMITED`); see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "No answer in time (`OUTCOME_UNKNOWN`): the refund may have been accepted — retry it", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn refund_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    _key: IdempotencyKeyHeader,
+    Path(order_id): Path<String>,
+) -> Result<(StatusCode, Json<Order>), ApiError> {
+    let id = OrderId::parse(&order_id).map_err(invalid_param)?;
+    let response = state
+        .upstreams
+        .orders
+        .clone()
+        .refund_order(state.upstreams.request(pb::RefundOrderRequest {
+            order_id: id.to_string(),
+            user_id: caller.0.to_string(),
+        }))
+        .await
+        .map_err(ApiError::from_write)?
+        .into_inner();
+    let status = if response.accepted {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(order(response.order)?)))
 }
 
 /// A token that opens this order's live status for five minutes, for

@@ -56,6 +56,7 @@ fn request(order_id: &str, user: &str, amount: i64) -> PaymentRequested {
         user_id: user.to_owned(),
         amount,
         requested_at: None,
+        pay_before: None,
     }
 }
 
