@@ -51,4 +51,9 @@ if wait_until "order $order_id FINISHED" 30 settled; then printf '  ok    %s\n' 
 expect "orders: WatchOrder ends at final" 'ORDER_STATUS_FINISHED' grpcurl -plaintext -d "{\"order_id\": \"$order_id\"}" "$O" shop.orders.v1.Orders/WatchOrder
 expect "orders: ListOrders" "$order_id" grpcurl -plaintext -d "{\"user_id\": \"$user\", \"limit\": 10}" "$O" shop.orders.v1.Orders/ListOrders
 expect "payments: balance debited" '"balance": "500"' grpcurl -plaintext -d "{\"user_id\": \"$user\"}" "$P" shop.payments.v1.Payments/GetAccount
+expect "orders: CancelOrder of a paid order" 'FailedPrecondition|FAILED_PRECONDITION' grpcurl -plaintext -d "{\"order_id\": \"$order_id\", \"user_id\": \"$user\"}" "$O" shop.orders.v1.Orders/CancelOrder
+expect "orders: RefundOrder" 'ORDER_STATUS_REFUNDING' grpcurl -plaintext -d "{\"order_id\": \"$order_id\", \"user_id\": \"$user\"}" "$O" shop.orders.v1.Orders/RefundOrder
+refunded() { grpcurl -plaintext -d "{\"order_id\": \"$order_id\"}" "$O" shop.orders.v1.Orders/GetOrder | grep -q ORDER_STATUS_REFUNDED; }
+if wait_until "order $order_id REFUNDED" 30 refunded; then printf '  ok    %s\n' "orders: order refunded"; else printf '  FAIL  order never REFUNDED\n'; fail=1; fi
+expect "payments: balance credited back" '"balance": "1500"' grpcurl -plaintext -d "{\"user_id\": \"$user\"}" "$P" shop.payments.v1.Payments/GetAccount
 exit "$fail"

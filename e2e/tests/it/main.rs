@@ -1,6 +1,7 @@
 //! Whole-system tests: the real binaries as processes, driven like clients;
 //! fault injection; the Docker files checked against the code.
 
+mod brokers;
 mod compose;
 mod faults;
 mod group;
