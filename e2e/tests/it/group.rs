@@ -1,6 +1,6 @@
 //! Consumer-group mode, the production path, with real replicas: two or
-//! three processes per service on librdkafka's mock cluster (tansu's group
-//! coordinator keeps a killed member's partitions; see the README), REST
+//! three processes per service on librdkafka's mock cluster (its own group
+//! coordinator; `SHOP_GROUP_BROKER=tansu` runs the same on tansu), REST
 //! shoppers through the gateway, and the figures measured from the
 //! databases (`shop_e2e::churn`).
 
