@@ -26,6 +26,29 @@ pub struct Summary {
     pub users: usize,
 }
 
+/// Waits until no order of `stack` is pending (up to `within`), then runs
+/// [`check`]; panics with the diagnosis and the logs if either fails.
+pub async fn settled_and_consistent(stack: &crate::Stack, within: std::time::Duration) -> Summary {
+    let (orders, payments) = stack.pools().await;
+    let deadline = tokio::time::Instant::now() + within;
+    while pending_orders(&orders).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orders not final after {within:?}:\n{}\n{}",
+            diagnose(&orders, &payments).await,
+            stack.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (summary, problems) = check(&orders, &payments).await;
+    assert!(
+        problems.is_empty(),
+        "invariant broken: {problems:#?}\n{}",
+        stack.logs()
+    );
+    summary
+}
+
 /// How many orders are not final yet (NEW, CANCELLING or REFUNDING).
 pub async fn pending_orders(orders: &Pool) -> i64 {
     let client = orders.get().await.expect("orders db");

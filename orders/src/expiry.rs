@@ -5,6 +5,9 @@
 //! for them, even if payments comes back later and sees the old request.
 //! Every replica sweeps; `FOR UPDATE SKIP LOCKED` keeps them apart, and the
 //! state is checked when the sweep runs, so nothing is ever un-scheduled.
+//! Each payment request tells the ledger to pay before the expiry minus
+//! [`ExpiryConfig::clock_margin`], so hosts whose clocks differ by less than
+//! that never debit an order after it expired.
 
 use crate::orders;
 use shop_db::Pool;
@@ -22,6 +25,11 @@ pub struct ExpiryConfig {
     pub interval: Duration,
     /// Orders expired per transaction.
     pub batch_size: i64,
+    /// How much earlier than the expiry the ledger stops debiting (each
+    /// payment request's `pay_before`): clocks of the orders and payments
+    /// hosts may differ by this much without an order being debited after
+    /// it expired. A tenth of the timeout, at most 5 s.
+    pub clock_margin: Duration,
 }
 
 impl Default for ExpiryConfig {
@@ -37,6 +45,7 @@ impl ExpiryConfig {
             timeout,
             interval: (timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(10)),
             batch_size: 500,
+            clock_margin: (timeout / 10).min(Duration::from_secs(5)),
         }
     }
 
@@ -73,13 +82,22 @@ pub async fn run(
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(config.interval) => {}
         }
-        match sweep(&pool, &config, &requests_topic).await {
-            Ok(0) => {}
-            Ok(n) => {
-                metrics::counter!("shop_order_expiries_total").increment(n as u64);
-                relay.wake();
+        // A full batch means more are waiting (after an outage): go on at once.
+        loop {
+            match sweep(&pool, &config, &requests_topic).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    metrics::counter!("shop_order_expiries_total").increment(n as u64);
+                    relay.wake();
+                    if (n as i64) < config.batch_size || shutdown.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiry sweep failed; trying again");
+                    break;
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "expiry sweep failed; trying again"),
         }
     }
 }
@@ -107,6 +125,11 @@ mod tests {
         assert_eq!(
             ExpiryConfig::with_timeout(Duration::from_millis(300)).interval,
             Duration::from_millis(100)
+        );
+        assert_eq!(ExpiryConfig::default().clock_margin, Duration::from_secs(5));
+        assert_eq!(
+            ExpiryConfig::with_timeout(Duration::from_secs(2)).clock_margin,
+            Duration::from_millis(200)
         );
         let env = Env::from_pairs("ORDERS_", [("ORDERS_PAYMENT_TIMEOUT_MS", "0")]);
         assert!(ExpiryConfig::from_env(&env).is_err());

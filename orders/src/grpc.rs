@@ -31,7 +31,8 @@ pub struct OrdersGrpc {
     relay: RelayWake,
     listener: Listener,
     requests_topic: String,
-    /// `ORDERS_PAYMENT_TIMEOUT_MS`: each payment request's deadline.
+    /// How long after its creation an order's payment may be debited
+    /// (`ORDERS_PAYMENT_TIMEOUT_MS` less the clock margin).
     payment_timeout: std::time::Duration,
     shutdown: CancellationToken,
 }
@@ -231,8 +232,10 @@ impl OrdersGrpc {
             Ok::<_, OrderError>(taken)
         }
         .await;
-        let taken = taken.map_err(status)?;
+        // A refusal (404, 409) or a rolled-back transaction leaves the
+        // connection fit for the next call.
         client.release();
+        let taken = taken.map_err(status)?;
         if taken.accepted {
             self.relay.wake();
         }

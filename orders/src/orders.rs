@@ -63,7 +63,7 @@ impl From<shop_db::deadpool_postgres::PoolError> for OrderError {
 /// Creates a NEW order and enqueues its payment request on `requests_topic`
 /// with ONE statement (order row and outbox row commit together), then
 /// wakes `relay`. The request tells the ledger to pay before
-/// `payment_timeout` has passed (after it, the order expires). Under an
+/// `payment_timeout` has passed (the order expires a little later). Under an
 /// idempotency key the same request returns the same order, and a
 /// different one is refused.
 pub async fn create(
@@ -173,6 +173,15 @@ pub async fn cancel(
     let order = locked_for(tx, id, user).await?;
     match order.status {
         Status::New => {}
+        // Expiring already: the cancellation is on its way to the ledger;
+        // the customer's cancel is accepted and the order ends theirs.
+        Status::Cancelling(CancelReason::Expired) if reason == CancelReason::CancelledByUser => {
+            let order = persistence::set_status(tx, id, Status::Cancelling(reason)).await?;
+            return Ok(Taken {
+                order,
+                accepted: true,
+            });
+        }
         Status::Cancelling(_) | Status::Cancelled(_) => {
             return Ok(Taken {
                 order,

@@ -173,8 +173,9 @@ pub struct Transition {
 /// statement; returns the orders that moved, each with the seconds from its
 /// creation to now. An order in any other status is left alone, so a
 /// redelivered or late result changes nothing and nothing reverses a final
-/// status. (Two transitions of one order in one call cannot both match: an
-/// order is in one status.)
+/// status. A CANCELLING order keeps its reason (a customer's cancel of an
+/// expiring order makes it theirs). (Two transitions of one order in one
+/// call cannot both match: an order is in one status.)
 pub async fn transition_all(
     db: &impl GenericClient,
     changes: &[Transition],
@@ -186,7 +187,8 @@ pub async fn transition_all(
     let statement = db
         .prepare_cached(
             "UPDATE orders AS o
-             SET status = c.status, cancel_reason = c.reason, updated_at = clock_timestamp()
+             SET status = c.status, cancel_reason = coalesce(o.cancel_reason, c.reason),
+                 updated_at = clock_timestamp()
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
                   AS c(id, from_status, status, reason)
              WHERE o.id = c.id AND o.status = c.from_status

@@ -75,7 +75,7 @@ pub async fn build_with(
         wake.clone(),
         notifications.clone(),
         &topics.requests,
-        expiry.timeout,
+        expiry.timeout.saturating_sub(expiry.clock_margin),
         shutdown.clone(),
     );
     let (health, router) = grpc::base_router(SPEC.grpc_service)?;

@@ -10,23 +10,7 @@ use uuid::Uuid;
 const SETTLE: Duration = Duration::from_secs(120);
 
 async fn assert_settled_and_consistent(stack: &Stack, expected_orders: usize) {
-    let (orders_pool, payments_pool) = stack.pools().await;
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    while pending_orders(&orders_pool).await > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "orders still NEW after {SETTLE:?}:\n{}\n{}",
-            invariant::diagnose(&orders_pool, &payments_pool).await,
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (summary, problems) = invariant::check(&orders_pool, &payments_pool).await;
-    assert!(
-        problems.is_empty(),
-        "invariant broken: {problems:#?}\n{}",
-        stack.logs()
-    );
+    let summary = invariant::settled_and_consistent(stack, SETTLE).await;
     assert_eq!(summary.orders, expected_orders, "{summary:?}");
     eprintln!("settled: {summary:?}");
 }

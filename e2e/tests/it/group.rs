@@ -6,7 +6,7 @@
 
 use shop_e2e::chaos::clients::{self, Seen};
 use shop_e2e::churn::{self, Event, Happened};
-use shop_e2e::invariant::{self, pending_orders};
+use shop_e2e::invariant;
 use shop_e2e::{Service, Stack, StackOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,19 +52,7 @@ impl Shoppers {
 
 /// Every order settles, the invariant holds and no client saw a 500.
 async fn assert_settled_and_consistent(stack: &Stack, seen: &Seen) {
-    let (orders, payments) = stack.pools().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while pending_orders(&orders).await > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "orders still NEW after 60 s:\n{}\n{}",
-            invariant::diagnose(&orders, &payments).await,
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (summary, problems) = invariant::check(&orders, &payments).await;
-    assert!(problems.is_empty(), "{problems:#?}\n{}", stack.logs());
+    let summary = invariant::settled_and_consistent(stack, Duration::from_secs(60)).await;
     assert_eq!(seen.internal_errors(), 0, "{:?}", seen.statuses);
     assert_eq!(seen.unresolved, 0, "every write got a definite answer");
     assert!(

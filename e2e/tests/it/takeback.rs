@@ -5,33 +5,21 @@
 //! at most one refund per order).
 
 use futures::StreamExt;
-use shop_e2e::invariant::{self, pending_orders};
+use shop_e2e::invariant;
 use shop_e2e::{Stack, StackOptions, load};
 use shop_proto::error_code::ErrorCode;
 use shop_proto::orders::{
     CancelOrderRequest, CancelReason, GetOrderRequest, OrderStatus, RefundOrderRequest,
 };
 use shop_proto::payments::GetAccountRequest;
+use shop_testkit::scalar;
 use std::time::Duration;
 use uuid::Uuid;
 
 const SETTLE: Duration = Duration::from_secs(120);
 
 async fn settle(stack: &Stack) -> invariant::Summary {
-    let (orders, payments) = stack.pools().await;
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    while pending_orders(&orders).await > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "orders not final after {SETTLE:?}:\n{}\n{}",
-            invariant::diagnose(&orders, &payments).await,
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (summary, problems) = invariant::check(&orders, &payments).await;
-    assert!(problems.is_empty(), "{problems:#?}\n{}", stack.logs());
-    summary
+    invariant::settled_and_consistent(stack, SETTLE).await
 }
 
 async fn balance(stack: &Stack, user: &str) -> i64 {
@@ -59,17 +47,6 @@ async fn order(stack: &Stack, id: &str) -> shop_proto::orders::Order {
         .into_inner()
         .order
         .expect("order")
-}
-
-/// One query's single number.
-async fn count(pool: &shop_db::Pool, sql: &str) -> i64 {
-    pool.get()
-        .await
-        .expect("db")
-        .query_one(sql, &[])
-        .await
-        .expect("query")
-        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -125,12 +102,12 @@ async fn cancels_racing_their_payment_always_win_and_only_paid_orders_refuse() {
         }
     }
     let (_, payments) = stack.pools().await;
-    let refunded = count(
+    let refunded = scalar(
         &payments,
         "SELECT count(*) FROM refunds WHERE kind = 'CANCELLATION'",
     )
     .await;
-    let voided = count(
+    let voided = scalar(
         &payments,
         "SELECT count(*) FROM payments WHERE outcome = 'VOIDED'",
     )
@@ -157,7 +134,7 @@ async fn unpaid_orders_expire_while_payments_is_down_and_no_money_moves_for_them
     let ids = load::create_orders(&client, std::slice::from_ref(&user), 10, 5, |_| 700).await;
     let (orders, payments) = stack.pools().await;
     shop_testkit::eventually("every order expires", Duration::from_secs(20), || async {
-        (count(
+        (scalar(
             &orders,
             "SELECT count(*) FROM orders WHERE status = 'CANCELLING' AND cancel_reason = 'EXPIRED'
                AND updated_at - created_at >= interval '2 seconds'",
@@ -168,25 +145,43 @@ async fn unpaid_orders_expire_while_payments_is_down_and_no_money_moves_for_them
     })
     .await;
 
+    // The customer cancels one of them while it expires: the cancel is
+    // accepted and the order ends theirs.
+    let taken = stack
+        .orders_client()
+        .cancel_order(CancelOrderRequest {
+            order_id: ids[0].clone(),
+            user_id: user.clone(),
+        })
+        .await
+        .expect("cancel answered")
+        .into_inner();
+    assert!(taken.accepted, "{taken:?}");
+
     // Payments comes back and sees the old requests first: all past their
     // deadline, so voided, never debited; then the cancellations.
     stack.payments.start().await;
     let summary = settle(&stack).await;
-    for id in &ids {
+    for (n, id) in ids.iter().enumerate() {
         let order = order(&stack, id).await;
         assert_eq!(order.status(), OrderStatus::Cancelled, "{order:?}");
-        assert_eq!(order.cancel_reason(), CancelReason::Expired);
+        let reason = if n == 0 {
+            CancelReason::CancelledByUser
+        } else {
+            CancelReason::Expired
+        };
+        assert_eq!(order.cancel_reason(), reason, "{order:?}");
     }
     assert_eq!(balance(&stack, &user).await, 10_000, "no money moved");
     assert_eq!(
-        count(
+        scalar(
             &payments,
             "SELECT count(*) FROM payments WHERE outcome = 'VOIDED'"
         )
         .await,
         10
     );
-    assert_eq!(count(&payments, "SELECT count(*) FROM refunds").await, 0);
+    assert_eq!(scalar(&payments, "SELECT count(*) FROM refunds").await, 0);
     eprintln!("expired: {summary:?}");
 }
 
@@ -239,8 +234,8 @@ async fn a_refund_storm_and_a_replay_of_every_topic_without_inbox_rows_credit_on
     // and refund is applied again, and the ledger's keys keep it at once.
     let (orders, payments) = stack.pools().await;
     let applied = (
-        count(&orders, "SELECT count(*) FROM inbox").await,
-        count(&payments, "SELECT count(*) FROM inbox").await,
+        scalar(&orders, "SELECT count(*) FROM inbox").await,
+        scalar(&payments, "SELECT count(*) FROM inbox").await,
     );
     stack.orders.kill9().await;
     stack.payments.kill9().await;
@@ -269,8 +264,8 @@ async fn a_refund_storm_and_a_replay_of_every_topic_without_inbox_rows_credit_on
     stack.orders.start().await;
     shop_testkit::eventually("both topics are applied again", SETTLE, || async {
         let now = (
-            count(&orders, "SELECT count(*) FROM inbox").await,
-            count(&payments, "SELECT count(*) FROM inbox").await,
+            scalar(&orders, "SELECT count(*) FROM inbox").await,
+            scalar(&payments, "SELECT count(*) FROM inbox").await,
         );
         (now.0 >= applied.0 && now.1 >= applied.1).then_some(())
     })
@@ -281,7 +276,7 @@ async fn a_refund_storm_and_a_replay_of_every_topic_without_inbox_rows_credit_on
         5_000,
         "nothing credited twice"
     );
-    assert_eq!(count(&payments, "SELECT count(*) FROM refunds").await, 5);
+    assert_eq!(scalar(&payments, "SELECT count(*) FROM refunds").await, 5);
     for id in &ids {
         assert_eq!(order(&stack, id).await.status(), OrderStatus::Refunded);
     }

@@ -207,19 +207,8 @@ pub async fn cancel_order(
     _key: IdempotencyKeyHeader,
     Path(order_id): Path<String>,
 ) -> Result<(StatusCode, Json<Order>), ApiError> {
-    let id = OrderId::parse(&order_id).map_err(invalid_param)?;
-    let response = state
-        .upstreams
-        .orders
-        .clone()
-        .cancel_order(state.upstreams.request(pb::CancelOrderRequest {
-            order_id: id.to_string(),
-            user_id: caller.0.to_string(),
-        }))
-        .await
-        .map_err(ApiError::from_write)?
-        .into_inner();
-    let order = order(response.order)?;
+    let (order, _) = take_back(&state, caller, &order_id, TakeBack::Cancel).await?;
+    // Accepted while the order is not final; a CANCELLED one is as it was.
     let status = if order.status == OrderStatus::Cancelled {
         StatusCode::OK
     } else {
@@ -257,24 +246,54 @@ pub async fn refund_order(
     _key: IdempotencyKeyHeader,
     Path(order_id): Path<String>,
 ) -> Result<(StatusCode, Json<Order>), ApiError> {
-    let id = OrderId::parse(&order_id).map_err(invalid_param)?;
-    let response = state
-        .upstreams
-        .orders
-        .clone()
-        .refund_order(state.upstreams.request(pb::RefundOrderRequest {
-            order_id: id.to_string(),
-            user_id: caller.0.to_string(),
-        }))
-        .await
-        .map_err(ApiError::from_write)?
-        .into_inner();
-    let status = if response.accepted {
+    let (order, accepted) = take_back(&state, caller, &order_id, TakeBack::Refund).await?;
+    let status = if accepted {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(order(response.order)?)))
+    Ok((status, Json(order)))
+}
+
+/// Which way an order is taken back.
+#[derive(Debug, Clone, Copy)]
+enum TakeBack {
+    Cancel,
+    Refund,
+}
+
+/// Calls `CancelOrder` or `RefundOrder` as the caller; the order after the
+/// call, and whether this call changed it.
+async fn take_back(
+    state: &AppState,
+    caller: Caller,
+    order_id: &str,
+    how: TakeBack,
+) -> Result<(Order, bool), ApiError> {
+    let id = OrderId::parse(order_id).map_err(invalid_param)?;
+    let (order_id, user_id) = (id.to_string(), caller.0.to_string());
+    let mut orders = state.upstreams.orders.clone();
+    let (found, accepted) = match how {
+        TakeBack::Cancel => {
+            let request = pb::CancelOrderRequest { order_id, user_id };
+            let r = orders
+                .cancel_order(state.upstreams.request(request))
+                .await
+                .map_err(ApiError::from_write)?
+                .into_inner();
+            (r.order, r.accepted)
+        }
+        TakeBack::Refund => {
+            let request = pb::RefundOrderRequest { order_id, user_id };
+            let r = orders
+                .refund_order(state.upstreams.request(request))
+                .await
+                .map_err(ApiError::from_write)?
+                .into_inner();
+            (r.order, r.accepted)
+        }
+    };
+    Ok((order(found)?, accepted))
 }
 
 /// A token that opens this order's live status for five minutes, for
