@@ -1,7 +1,7 @@
 //! Runs a service's migrations under a Postgres advisory lock, so replicas
 //! starting together do not race. Every service gets the shared messaging
-//! schema (outbox, inbox, dead letters) as its versions 2, 4 and 6; a
-//! service's own migrations use the other numbers.
+//! schema (outbox, inbox, dead letters) as its versions 2, 4, 6 and 8; a
+//! service's own migrations use the odd numbers.
 
 use deadpool_postgres::Pool;
 use refinery::{Migration, Runner};
@@ -9,7 +9,7 @@ use refinery::{Migration, Runner};
 /// Arbitrary constant shared by every service: one migrator per database at a time.
 const MIGRATION_LOCK: i64 = 0x5348_4f50_4d49_4752; // "SHOPMIGR"
 /// The versions, names and SQL of the shared messaging schema, in every service.
-pub const MESSAGING: [(u32, &str, &str); 3] = [
+pub const MESSAGING: [(u32, &str, &str); 4] = [
     (2, "messaging", include_str!("../sql/messaging.sql")),
     (
         4,
@@ -20,6 +20,11 @@ pub const MESSAGING: [(u32, &str, &str); 3] = [
         6,
         "messaging_retention",
         include_str!("../sql/messaging_retention.sql"),
+    ),
+    (
+        8,
+        "messaging_observe",
+        include_str!("../sql/messaging_observe.sql"),
     ),
 ];
 

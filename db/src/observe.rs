@@ -29,8 +29,11 @@ async fn read(pool: &Pool) -> Result<(), DbError> {
         .prepare_cached(
             "SELECT
                  (SELECT count(*) FROM outbox WHERE published_at IS NULL AND parked_at IS NULL),
-                 (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
-                  FROM outbox WHERE published_at IS NULL AND parked_at IS NULL),
+                 -- The oldest pending row is the lowest pending id: one index
+                 -- entry, however large the backlog.
+                 coalesce((SELECT extract(epoch FROM now() - created_at)::float8
+                  FROM outbox WHERE published_at IS NULL AND parked_at IS NULL
+                  ORDER BY id LIMIT 1), 0),
                  (SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL),
                  (SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL)",
         )

@@ -1,12 +1,14 @@
 //! `make bench`: end-to-end figures on release builds of the real binaries.
 //!
-//! 1. PostgreSQL's commit limit on this machine (pgbench), the baseline;
+//! 1. PostgreSQL's commit limit on this machine (pgbench), the baseline,
+//!    with PostgreSQL's CPU per pgbench commit;
 //! 2. a rate ladder, open loop, over gRPC (`CreateOrder`) and through the
 //!    gateway's REST API: the highest rate that is sustained (no errors, no
 //!    backlog left after the step, p99 create → final bounded), each step
-//!    on a fresh stack (see [`Bench`]);
-//! 3. a fixed 500 orders/s in both modes: latency percentiles, errors, CPU
-//!    per order of every process;
+//!    on a fresh stack (see [`Bench`]), refined between the last sustained
+//!    step and the first that was not;
+//! 3. fixed 250 and 500 orders/s in both modes: latency percentiles,
+//!    errors, CPU per order of every process;
 //! 4. the same gRPC ladder again with 1,000,000 old orders, outbox and inbox
 //!    rows in both databases (indexes must keep throughput level);
 //! 5. a summary, one `key=value` per line.
@@ -46,8 +48,12 @@ async fn main() {
     println!("machine: {machine}");
     summary.insert("machine".into(), machine);
 
-    let pg_limit = baseline::pg_commit_limit(32, 10).await.unwrap_or(0.0);
-    println!("PostgreSQL commit limit (pgbench, one-row INSERT, 32 clients): {pg_limit:.0}/s");
+    let base = baseline::pg_commit_limit(32, 10).await.unwrap_or_default();
+    let pg_limit = base.tps;
+    println!(
+        "PostgreSQL commit limit (pgbench, one-row INSERT, 32 clients): {pg_limit:.0}/s, PostgreSQL CPU {:.3} ms per commit",
+        base.pg_cpu_ms_per_commit
+    );
 
     println!(
         "\nrate ladder over gRPC ({} s per step, a fresh stack each)",
@@ -60,9 +66,12 @@ async fn main() {
     );
     let gateway_max = ladder(Mode::Gateway, RATES, step, 0, &mut peaks).await;
 
+    println!("\nfixed 250 orders/s ({} s)", (step * 2).as_secs());
+    let at_250 = fixed_rate(Mode::Grpc, 250.0, step * 2, &mut peaks).await;
+    let gateway_at_250 = fixed_rate(Mode::Gateway, 250.0, step * 2, &mut peaks).await;
     println!("\nfixed 500 orders/s ({} s)", (step * 2).as_secs());
-    let at_500 = fixed_rate(Mode::Grpc, step * 2, &mut peaks).await;
-    let gateway_at_500 = fixed_rate(Mode::Gateway, step * 2, &mut peaks).await;
+    let at_500 = fixed_rate(Mode::Grpc, 500.0, step * 2, &mut peaks).await;
+    let gateway_at_500 = fixed_rate(Mode::Gateway, 500.0, step * 2, &mut peaks).await;
 
     println!(
         "\nscale check: the gRPC ladder with {scale_rows} old orders, outbox, inbox and ledger rows"
@@ -88,8 +97,37 @@ async fn main() {
             format!("{:.3}", grpc_max / pg_limit),
         );
     }
-    record(&mut summary, "", &at_500);
-    record(&mut summary, "gateway_", &gateway_at_500);
+    record(&mut summary, "", "500", &at_500);
+    record(&mut summary, "gateway_", "500", &gateway_at_500);
+    record(&mut summary, "", "250", &at_250);
+    record(&mut summary, "gateway_", "250", &gateway_at_250);
+    // The cost figures of the cost issue: the three services together, and
+    // PostgreSQL as a multiple of one pgbench commit, at 250/s through the
+    // gateway.
+    let per_order = |m: &Measured, name: &str| {
+        m.cpu_seconds.get(name).copied().unwrap_or(0.0) * 1e3 / m.step.orders.max(1) as f64
+    };
+    let services: f64 = ["gateway", "orders", "payments"]
+        .iter()
+        .map(|n| per_order(&gateway_at_250, n))
+        .sum();
+    summary.insert(
+        "services_cpu_ms_per_order_at_250".into(),
+        format!("{services:.3}"),
+    );
+    summary.insert(
+        "pg_cpu_ms_per_pgbench_commit".into(),
+        format!("{:.4}", base.pg_cpu_ms_per_commit),
+    );
+    if base.pg_cpu_ms_per_commit > 0.0 {
+        summary.insert(
+            "pg_cpu_per_order_vs_pgbench_commit".into(),
+            format!(
+                "{:.2}",
+                per_order(&gateway_at_250, "postgres") / base.pg_cpu_ms_per_commit
+            ),
+        );
+    }
     for (name, mb) in peaks {
         summary.insert(format!("peak_rss_mb_{name}"), format!("{mb:.0}"));
     }
@@ -209,17 +247,41 @@ async fn ladder(
     peaks: &mut BTreeMap<&'static str, f64>,
 ) -> f64 {
     let mut best = 0.0;
+    let mut failed = None;
     for &rate in rates {
-        let bench = Bench::start(history_rows).await;
-        let step = bench.run(mode, rate, duration).await;
-        bench.finish(peaks);
-        println!("{}", step.line());
-        if !step.sustained() {
+        if !sustains(mode, rate, duration, history_rows, peaks).await {
+            failed = Some(rate);
             break;
         }
         best = rate;
     }
+    // Refine in quarters between the last sustained rate and the first not.
+    if let Some(failed) = failed {
+        let (base, quarter) = (best, (failed - best) / 4.0);
+        for k in 1..4 {
+            let rate = (base + quarter * f64::from(k)).round();
+            if rate <= best || !sustains(mode, rate, duration, history_rows, peaks).await {
+                break;
+            }
+            best = rate;
+        }
+    }
     best
+}
+
+/// One ladder step on a fresh stack; prints its line.
+async fn sustains(
+    mode: Mode,
+    rate: f64,
+    duration: Duration,
+    history_rows: u64,
+    peaks: &mut BTreeMap<&'static str, f64>,
+) -> bool {
+    let bench = Bench::start(history_rows).await;
+    let step = bench.run(mode, rate, duration).await;
+    bench.finish(peaks);
+    println!("{}", step.line());
+    step.sustained()
 }
 
 /// One fixed-rate step with the CPU each process spent on it.
@@ -230,12 +292,13 @@ struct Measured {
 
 async fn fixed_rate(
     mode: Mode,
+    rate: f64,
     duration: Duration,
     peaks: &mut BTreeMap<&'static str, f64>,
 ) -> Measured {
     let bench = Bench::start(0).await;
     let before = bench.resources.cpu();
-    let step = bench.run(mode, 500.0, duration).await;
+    let step = bench.run(mode, rate, duration).await;
     let cpu_seconds = bench.resources.cpu().since(&before);
     bench.finish(peaks);
     println!("{}", step.line());
@@ -247,19 +310,19 @@ async fn fixed_rate(
     Measured { step, cpu_seconds }
 }
 
-fn record(summary: &mut BTreeMap<String, String>, prefix: &str, measured: &Measured) {
+fn record(summary: &mut BTreeMap<String, String>, prefix: &str, rate: &str, measured: &Measured) {
     let step = &measured.step;
     let mut put = |key: &str, value: String| {
-        summary.insert(format!("{prefix}{key}"), value);
+        summary.insert(format!("{prefix}{key}_at_{rate}"), value);
     };
-    put("p50_ms_at_500", format!("{:.1}", step.table.p50));
-    put("p95_ms_at_500", format!("{:.1}", step.table.p95));
-    put("p99_ms_at_500", format!("{:.1}", step.table.p99));
-    put("max_ms_at_500", format!("{:.1}", step.table.max));
-    put("watched_p50_ms_at_500", format!("{:.1}", step.watched.p50));
-    put("watched_p99_ms_at_500", format!("{:.1}", step.watched.p99));
-    put("errors_at_500", step.errors.to_string());
-    put("server_errors_at_500", step.server_errors.to_string());
+    put("p50_ms", format!("{:.1}", step.table.p50));
+    put("p95_ms", format!("{:.1}", step.table.p95));
+    put("p99_ms", format!("{:.1}", step.table.p99));
+    put("max_ms", format!("{:.1}", step.table.max));
+    put("watched_p50_ms", format!("{:.1}", step.watched.p50));
+    put("watched_p99_ms", format!("{:.1}", step.watched.p99));
+    put("errors", step.errors.to_string());
+    put("server_errors", step.server_errors.to_string());
     put(
         "relay_commit_to_publish_p50_ms",
         format!("{:.1}", step.relay_p50_ms.0),
