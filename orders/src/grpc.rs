@@ -216,16 +216,7 @@ impl OrdersGrpc {
         let taken = async {
             let tx = client.transaction().await?;
             let taken = match how {
-                TakeBack::Cancel => {
-                    orders::cancel(
-                        &tx,
-                        &self.requests_topic,
-                        id,
-                        user,
-                        CancelReason::CancelledByUser,
-                    )
-                    .await?
-                }
+                TakeBack::Cancel => orders::cancel(&tx, &self.requests_topic, id, user).await?,
                 TakeBack::Refund => orders::refund(&tx, &self.requests_topic, id, user).await?,
             };
             tx.commit().await?;

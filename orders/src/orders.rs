@@ -157,10 +157,11 @@ pub struct Taken {
     pub accepted: bool,
 }
 
-/// Accepts the cancellation of `user`'s order `id` (someone else's is
-/// "not found"): a NEW order moves to CANCELLING and its
-/// `CancellationRequested` goes to the outbox, in one transaction; an order
-/// already CANCELLING or CANCELLED is returned unchanged; FINISHED,
+/// Accepts the customer's cancellation of `user`'s order `id` (someone
+/// else's is "not found"): a NEW order moves to CANCELLING
+/// (CANCELLED_BY_USER) and its `CancellationRequested` goes to the outbox,
+/// in one transaction; an expiring order becomes the customer's cancel; an
+/// order already cancelled by its customer, or CANCELLED, is unchanged; FINISHED,
 /// REFUNDING and REFUNDED are refused. The caller commits, then wakes the
 /// relay if the call was accepted.
 pub async fn cancel(
@@ -168,14 +169,14 @@ pub async fn cancel(
     requests_topic: &str,
     id: OrderId,
     user: UserId,
-    reason: CancelReason,
 ) -> Result<Taken, OrderError> {
+    let reason = CancelReason::CancelledByUser;
     let order = locked_for(tx, id, user).await?;
     match order.status {
         Status::New => {}
         // Expiring already: the cancellation is on its way to the ledger;
         // the customer's cancel is accepted and the order ends theirs.
-        Status::Cancelling(CancelReason::Expired) if reason == CancelReason::CancelledByUser => {
+        Status::Cancelling(CancelReason::Expired) => {
             let order = persistence::set_status(tx, id, Status::Cancelling(reason)).await?;
             return Ok(Taken {
                 order,

@@ -114,3 +114,42 @@ async fn calls_reach_every_replica_and_a_stopped_one_is_skipped() {
     }
     println!("last failed call after the stop: {last_failure:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_replica_down_calls_fail_at_once_with_503() {
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let (url_a, server_a) = replica(CountingReplica::default(), stop_a.clone()).await;
+    let (url_b, server_b) = replica(CountingReplica::default(), stop_b.clone()).await;
+    let app = crate::router::app_with(&crate::router::env(&[(
+        "GATEWAY_PAYMENTS_URL",
+        &format!("{url_a},{url_b}"),
+    )]));
+    let response = app
+        .clone()
+        .oneshot(get_account())
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    stop_a.cancel();
+    stop_b.cancel();
+    server_a.await.expect("task").expect("a stops");
+    server_b.await.expect("task").expect("b stops");
+    // Past the second failed probe of both (500 ms apart), every replica is
+    // down: the balancer keeps them all, so a call is refused at once
+    // instead of waiting for a replica until its deadline (5 s).
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let response = app
+            .clone()
+            .oneshot(get_account())
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "answered after {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -6,3 +6,4 @@ mod blast_radius;
 mod helpers;
 mod pipeline;
 mod startup;
+mod takeback;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn funded_account(app: &mut TestApp, balance: i64) -> String {
+pub(crate) async fn funded_account(app: &mut TestApp, balance: i64) -> String {
     let user = Uuid::new_v4().to_string();
     app.client
         .create_account(CreateAccountRequest {
@@ -36,7 +36,7 @@ async fn funded_account(app: &mut TestApp, balance: i64) -> String {
     user
 }
 
-async fn balance(app: &mut TestApp, user: &str) -> i64 {
+pub(crate) async fn balance(app: &mut TestApp, user: &str) -> i64 {
     app.client
         .get_account(GetAccountRequest {
             user_id: user.to_owned(),
@@ -49,7 +49,7 @@ async fn balance(app: &mut TestApp, user: &str) -> i64 {
         .balance
 }
 
-fn request(order_id: &str, user: &str, amount: i64) -> PaymentRequested {
+pub(crate) fn request(order_id: &str, user: &str, amount: i64) -> PaymentRequested {
     PaymentRequested {
         event_id: Uuid::new_v4().to_string(),
         order_id: order_id.to_owned(),
@@ -61,16 +61,24 @@ fn request(order_id: &str, user: &str, amount: i64) -> PaymentRequested {
 }
 
 async fn send(app: &TestApp, event: &PaymentRequested) {
+    send_event(app, &event.user_id, &event.event_id, event).await;
+}
+
+/// Produces `event` to the requests topic under `key`, with the headers the
+/// orders relay sets.
+pub(crate) async fn send_event<M: prost::Message + prost::Name>(
+    app: &TestApp,
+    key: &str,
+    event_id: &str,
+    event: &M,
+) {
     let kafka = app.kafka();
     produce_raw(
         kafka,
         &kafka.topics.requests,
-        &event.user_id,
+        key,
         &event.encode_to_vec(),
-        &[
-            ("event-id", &event.event_id),
-            ("event-type", "shop.events.v1.PaymentRequested"),
-        ],
+        &[("event-id", event_id), ("event-type", &M::full_name())],
     )
     .await;
 }
