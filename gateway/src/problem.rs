@@ -98,7 +98,12 @@ impl ApiError {
     }
 
     fn upstream(status: &tonic::Status, call: Call) -> Self {
-        let (http, code) = map_grpc(status.code(), ErrorCode::of(status), call);
+        let grpc_code = if never_sent(status) {
+            Code::Unavailable
+        } else {
+            status.code()
+        };
+        let (http, code) = map_grpc(grpc_code, ErrorCode::of(status), call);
         let detail = if http.is_server_error() {
             tracing::warn!(grpc_code = ?status.code(), message = status.message(), ?call, "upstream call failed");
             match code {
@@ -153,6 +158,24 @@ pub mod codes {
     pub const UPSTREAM_TIMEOUT: &str = "UPSTREAM_TIMEOUT";
     /// 502: the service broke off or answered with something unusable.
     pub const UPSTREAM_FAILED: &str = "UPSTREAM_FAILED";
+}
+
+/// Whether the call never left the gateway: hyper gives a queued request
+/// back as "canceled" when its connection closes first (a replica that sends
+/// GOAWAY as it stops), and tonic reports that as CANCELLED, the code of a
+/// passed deadline. Such a call was refused, not lost: 503, not 504.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// The one mapping: gRPC code (plus the service's error code, plus whether

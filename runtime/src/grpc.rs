@@ -79,15 +79,35 @@ pub fn base_router(service: &str) -> Result<(Health, Router), ServeError> {
     Ok((health, router))
 }
 
-/// Serves until `shutdown` is cancelled, then drains in-flight calls.
+/// How long a stopping server waits for open connections to finish their
+/// calls. tonic's graceful shutdown waits for every connection to close, and
+/// one that was accepted at the moment of shutdown (a client's health probe
+/// mid-handshake) may never get its GOAWAY; past this bound the server gives
+/// up on them, and the process exit that follows closes their sockets.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves until `shutdown` is cancelled, then drains in-flight calls for at
+/// most [`DRAIN`].
 pub async fn serve(
     router: Router,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
-        .await?;
+    let serving = router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        shutdown.clone().cancelled_owned(),
+    );
+    let drain_deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::select! {
+        served = serving => served?,
+        () = drain_deadline => tracing::warn!(
+            drain = ?DRAIN,
+            "connections still open after the drain; leaving them to the process exit"
+        ),
+    }
     Ok(())
 }
 
