@@ -5,9 +5,8 @@
 
 use crate::domain::{CancelReason, NewOrder, Order, Status as OrderStatus};
 use crate::orders::{self, OrderError};
-use crate::watch;
+use crate::watch::{self, Watchers};
 use shop_db::gate::KeyGate;
-use shop_db::listen::Listener;
 use shop_db::outbox::RelayWake;
 use shop_db::{CallClient, Pool};
 use shop_proto::error_code::{ErrorCode, invalid_argument};
@@ -29,7 +28,7 @@ pub struct OrdersGrpc {
     /// Calls in flight per user.
     users: KeyGate<UserId>,
     relay: RelayWake,
-    listener: Listener,
+    watchers: Watchers,
     requests_topic: String,
     /// How long after its creation an order's payment may be debited
     /// (`ORDERS_PAYMENT_TIMEOUT_MS` less the clock margin).
@@ -45,7 +44,7 @@ impl OrdersGrpc {
         api: Pool,
         calls_per_user: usize,
         relay: RelayWake,
-        listener: Listener,
+        watchers: Watchers,
         requests_topic: &str,
         payment_timeout: std::time::Duration,
         shutdown: CancellationToken,
@@ -54,7 +53,7 @@ impl OrdersGrpc {
             api,
             users: KeyGate::new(calls_per_user),
             relay,
-            listener,
+            watchers,
             requests_topic: requests_topic.to_owned(),
             payment_timeout,
             shutdown,
@@ -176,7 +175,7 @@ impl pb::orders_server::Orders for OrdersGrpc {
         request: Request<pb::WatchOrderRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let id = OrderId::parse(&request.get_ref().order_id).map_err(|e| invalid_argument(&e))?;
-        let changes = watch::watch(self.api.clone(), &self.listener, id, self.shutdown.clone())
+        let changes = watch::watch(self.api.clone(), &self.watchers, id, self.shutdown.clone())
             .await
             .map_err(status)?;
         let stream = ReceiverStream::new(changes).map(|change| {

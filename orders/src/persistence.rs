@@ -11,10 +11,12 @@ use std::time::SystemTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-/// The channel the `order_status_changed` trigger (`migrations/V1__orders.sql`)
-/// notifies on every status change, with the order id as payload; it must
-/// match `pg_notify('order_status', …)` there (a test checks).
-pub const STATUS_CHANNEL: &str = "order_status";
+/// The channel the `order_statuses_changed` trigger
+/// (`migrations/V9__status_notify_per_statement.sql`) notifies once per
+/// UPDATE that changes statuses, with the changed order ids as payload,
+/// comma-separated, at most 200 per notification; it must match
+/// `pg_notify('order_statuses', …)` there (a test checks).
+pub const STATUS_CHANNEL: &str = "order_statuses";
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -284,7 +286,7 @@ pub async fn existing(
 mod tests {
     #[test]
     fn the_status_channel_is_the_one_the_trigger_notifies() {
-        let sql = include_str!("../migrations/V1__orders.sql");
+        let sql = include_str!("../migrations/V9__status_notify_per_statement.sql");
         assert!(sql.contains(&format!("pg_notify('{}'", super::STATUS_CHANNEL)));
     }
 }

@@ -13,6 +13,7 @@ use crate::expiry::{self, ExpiryConfig};
 use crate::grpc::{OrdersGrpc, OrdersServer};
 use crate::on_payment_completed::OnPaymentCompleted;
 use crate::persistence;
+use crate::watch::Watchers;
 use shop_db::inbox::InboxConsumer;
 use shop_db::listen::Listener;
 use shop_db::outbox::{self, RelayWake};
@@ -73,7 +74,7 @@ pub async fn build_with(
         pool::connect_for_api(&config.database).await?,
         config.database.api_calls_per_key,
         wake.clone(),
-        notifications.clone(),
+        Watchers::spawn(&notifications, shutdown.clone()),
         &topics.requests,
         expiry.timeout.saturating_sub(expiry.clock_margin),
         shutdown.clone(),

@@ -1,6 +1,11 @@
 //! WatchOrder, behind the gateway's SSE: the order's current state first,
-//! then every change, ending after a final status. Changes arrive as Postgres NOTIFYs (so any replica's
-//! update reaches every watcher); a periodic re-read covers a lost listener.
+//! then every change, ending after a final status. Changes arrive as
+//! Postgres NOTIFYs (so any replica's update reaches every watcher); a
+//! periodic re-read covers a lost listener.
+//!
+//! One task per process reads the status notifications and wakes only the
+//! watchers of the orders named in them: a change costs one map lookup per
+//! order, not one wake-up per watcher.
 
 use crate::domain::Order;
 use crate::orders::{self, OrderError};
@@ -8,26 +13,120 @@ use crate::persistence::STATUS_CHANNEL;
 use shop_db::Pool;
 use shop_db::listen::{Listener, Notification};
 use shop_proto::values::OrderId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// Re-read the order at least this often, whatever the notifications say.
 const RECHECK: Duration = Duration::from_secs(5);
 
+/// The watchers of each order in this process, woken by the status
+/// notifications of their order only.
+#[derive(Debug, Clone, Default)]
+pub struct Watchers {
+    by_order: Arc<Mutex<HashMap<Uuid, Vec<Arc<Notify>>>>>,
+}
+
+impl Watchers {
+    /// Routes `listener`'s status notifications to the watchers until
+    /// `shutdown`.
+    pub fn spawn(listener: &Listener, shutdown: CancellationToken) -> Self {
+        let watchers = Self::default();
+        let mut notifications = listener.subscribe();
+        let routing = watchers.clone();
+        tokio::spawn(async move {
+            loop {
+                let notification = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = notifications.recv() => n,
+                };
+                match notification {
+                    Ok(Notification::Notify { channel, payload }) if channel == STATUS_CHANNEL => {
+                        routing.wake(payload.split(',').filter_map(|id| id.parse().ok()));
+                    }
+                    Ok(Notification::Notify { .. }) => {}
+                    // Listening restarted or this task fell behind: any
+                    // change may have been missed, so every watcher re-reads.
+                    Ok(Notification::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        routing.wake_all();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        watchers
+    }
+
+    /// Registers a watcher of `id`; it is woken until the guard drops.
+    fn register(&self, id: OrderId) -> Registration {
+        let wake = Arc::new(Notify::new());
+        self.lock()
+            .entry(*id.as_uuid())
+            .or_default()
+            .push(wake.clone());
+        Registration {
+            watchers: self.clone(),
+            id: *id.as_uuid(),
+            wake,
+        }
+    }
+
+    fn wake(&self, ids: impl Iterator<Item = Uuid>) {
+        let by_order = self.lock();
+        for id in ids {
+            for wake in by_order.get(&id).into_iter().flatten() {
+                wake.notify_one();
+            }
+        }
+    }
+
+    fn wake_all(&self) {
+        for wake in self.lock().values().flatten() {
+            wake.notify_one();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Vec<Arc<Notify>>>> {
+        // The map stays consistent whatever a panicking holder did.
+        self.by_order.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One watcher's place in [`Watchers`]; dropping it unregisters.
+struct Registration {
+    watchers: Watchers,
+    id: Uuid,
+    wake: Arc<Notify>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut by_order = self.watchers.lock();
+        if let Some(wakes) = by_order.get_mut(&self.id) {
+            wakes.retain(|wake| !Arc::ptr_eq(wake, &self.wake));
+            if wakes.is_empty() {
+                by_order.remove(&self.id);
+            }
+        }
+    }
+}
+
 /// Starts watching; fails at once (before any stream) if the order is unknown.
 pub async fn watch(
     pool: Pool,
-    listener: &Listener,
+    watchers: &Watchers,
     id: OrderId,
     shutdown: CancellationToken,
 ) -> Result<mpsc::Receiver<Result<Order, OrderError>>, OrderError> {
-    // Subscribe before the first read so no change can slip in between.
-    let mut changes = listener.subscribe();
+    // Register before the first read so no change can slip in between (a
+    // wake-up is kept until the watcher waits for it).
+    let registration = watchers.register(id);
     let first = read(&pool, id).await?;
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
-        let id_text = id.to_string();
         let mut last = first.clone();
         if tx.send(Ok(first)).await.is_err() || last.status.is_final() {
             return;
@@ -42,10 +141,7 @@ pub async fn watch(
                 _ = shutdown.cancelled() => return,
                 _ = tx.closed() => return,
                 _ = recheck.tick() => {}
-                n = changes.recv() => match n {
-                    Ok(Notification::Notify { channel, payload }) if channel != STATUS_CHANNEL || payload != id_text => continue,
-                    _ => {}
-                },
+                () = registration.wake.notified() => {}
             }
             match read(&pool, id).await {
                 Ok(order) if order != last => {

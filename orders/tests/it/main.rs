@@ -3,4 +3,5 @@
 
 mod api;
 mod helpers;
+mod notify;
 mod pipeline;
