@@ -31,7 +31,9 @@ logs:
 bench: ## open-loop end-to-end figures on release builds (STEP_SECONDS, SCALE_ROWS)
 	@source scripts/lib.sh && ensure_postgres && ensure_tansu_installed
 	cargo build --workspace --bins --release
-	cargo bench -p shop-e2e --bench pipeline
+	@source scripts/lib.sh && pg="$$(start_bench_postgres)" && trap 'stop_bench_postgres "$$pg"' EXIT && \
+	  SHOP_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$$BENCH_PG_PORT/postgres" \
+	  cargo bench -p shop-e2e --bench pipeline
 
 chaos: ## seeded fault injection of the whole stack (FAULTS=100, SEED=random, REPLICAS=1)
 	@source scripts/lib.sh && ensure_postgres && ensure_tansu_installed

@@ -176,3 +176,29 @@ ensure_chromium() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
     || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
 }
+
+# `make bench` runs on a PostgreSQL cluster of its own (same binaries as the
+# machine's server) with pg_stat_statements preloaded, which the machine's
+# server may not do, and production's defaults (autovacuum on). Prints the
+# admin URL; stop it with stop_bench_postgres DIR.
+BENCH_PG_PORT="${SHOP_BENCH_PG_PORT:-55432}"
+start_bench_postgres() {
+  local bin dir run=()
+  bin="$(pg_config --bindir)"
+  dir="$(mktemp -d /tmp/shop-bench-pg.XXXXXX)"
+  # PostgreSQL refuses to run as root: as root, the cluster belongs to postgres.
+  if [[ $EUID -eq 0 ]]; then chown postgres "$dir"; run=(runuser -u postgres --); fi
+  "${run[@]}" "$bin/initdb" -D "$dir/data" -U postgres -A trust >"$dir/initdb.log" 2>&1 \
+    || die "initdb failed, see $dir/initdb.log"
+  "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -o "-p $BENCH_PG_PORT \
+    -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB \
+    -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all" start >/dev/null \
+    || die "the bench's PostgreSQL did not start, see $dir/server.log"
+  echo "$dir"
+}
+stop_bench_postgres() {
+  local run=()
+  if [[ $EUID -eq 0 ]]; then run=(runuser -u postgres --); fi
+  "${run[@]}" "$(pg_config --bindir)/pg_ctl" -D "$1/data" -m fast stop >/dev/null || true
+  rm -rf "$1"
+}

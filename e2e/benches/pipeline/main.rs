@@ -19,6 +19,7 @@
 mod baseline;
 mod openloop;
 mod resources;
+mod statements;
 
 use futures::StreamExt;
 use openloop::{Step, Target, Users, run_step};
@@ -126,6 +127,12 @@ async fn main() {
                 "{:.2}",
                 per_order(&gateway_at_250, "postgres") / base.pg_cpu_ms_per_commit
             ),
+        );
+    }
+    if let Some(statements) = &gateway_at_250.statements {
+        summary.insert(
+            "statements_per_order".into(),
+            format!("{:.2}", statements.per_order),
         );
     }
     for (name, mb) in peaks {
@@ -284,10 +291,12 @@ async fn sustains(
     step.sustained()
 }
 
-/// One fixed-rate step with the CPU each process spent on it.
+/// One fixed-rate step with the CPU each process spent on it and, where
+/// PostgreSQL counts them, its statements.
 struct Measured {
     step: Step,
     cpu_seconds: BTreeMap<&'static str, f64>,
+    statements: Option<statements::Statements>,
 }
 
 async fn fixed_rate(
@@ -297,9 +306,15 @@ async fn fixed_rate(
     peaks: &mut BTreeMap<&'static str, f64>,
 ) -> Measured {
     let bench = Bench::start(0).await;
+    let counted = statements::reset(&bench.orders_db).await;
     let before = bench.resources.cpu();
     let step = bench.run(mode, rate, duration).await;
     let cpu_seconds = bench.resources.cpu().since(&before);
+    let statements = if counted {
+        statements::read(&bench.orders_db, &bench.payments_db, step.orders).await
+    } else {
+        None
+    };
     bench.finish(peaks);
     println!("{}", step.line());
     let per_order: Vec<String> = cpu_seconds
@@ -307,7 +322,15 @@ async fn fixed_rate(
         .map(|(name, s)| format!("{name} {:.2}", s * 1e3 / step.orders.max(1) as f64))
         .collect();
     println!("         CPU ms per order: {}", per_order.join(", "));
-    Measured { step, cpu_seconds }
+    match &statements {
+        Some(statements) => statements.print(12),
+        None => println!("         statements: not counted (pg_stat_statements is not loaded)"),
+    }
+    Measured {
+        step,
+        cpu_seconds,
+        statements,
+    }
 }
 
 fn record(summary: &mut BTreeMap<String, String>, prefix: &str, rate: &str, measured: &Measured) {

@@ -392,7 +392,7 @@ async fn settle(db: &Pool, ids: &[uuid::Uuid], deadline: Duration) -> bool {
         let pending: Option<i64> = match db.get().await {
             Ok(client) => client
                 .query_one(
-                    "SELECT count(*) FROM orders WHERE id = ANY($1) AND status = 'NEW'",
+                    "/* bench */ SELECT count(*) FROM orders WHERE id = ANY($1) AND status = 'NEW'",
                     &[&ids],
                 )
                 .await
@@ -414,7 +414,7 @@ async fn table_latency(db: &Pool, ids: &[uuid::Uuid]) -> Latency {
     };
     let row = client
         .query_one(
-            "SELECT coalesce(percentile_cont(0.50) WITHIN GROUP (ORDER BY ms), 0)::float8,
+            "/* bench */ SELECT coalesce(percentile_cont(0.50) WITHIN GROUP (ORDER BY ms), 0)::float8,
                     coalesce(percentile_cont(0.95) WITHIN GROUP (ORDER BY ms), 0)::float8,
                     coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), 0)::float8,
                     coalesce(max(ms), 0)::float8
@@ -440,7 +440,7 @@ async fn relay_p50(db: &Pool, since: SystemTime) -> f64 {
     };
     client
         .query_one(
-            "SELECT coalesce(percentile_cont(0.5) WITHIN GROUP
+            "/* bench */ SELECT coalesce(percentile_cont(0.5) WITHIN GROUP
                         (ORDER BY extract(epoch FROM published_at - created_at) * 1000), 0)::float8
              FROM outbox WHERE created_at >= $1 AND published_at IS NOT NULL",
             &[&since],
