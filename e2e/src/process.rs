@@ -18,12 +18,24 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// A free loopback port (bound, then released).
+/// A free loopback port (bound, then released), never one this process
+/// handed out before: the kernel may offer a released port again, and two
+/// processes of a stack (or a stopped one restarting) would then clash.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Sends `signal` (e.g. "STOP", "CONT", "KILL", "TERM") to `pid`.
