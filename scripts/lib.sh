@@ -177,6 +177,17 @@ ensure_chromium() {
     || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
 }
 
+# Prometheus's promtool (Debian's prometheus package) checks deploy/'s
+# configuration, alert rules and dashboard queries in `make test`. The
+# package's server is not started (no systemd here; elsewhere it is stopped).
+ensure_promtool() {
+  if command -v promtool >/dev/null; then return; fi
+  log "installing promtool (Debian package prometheus, for the alert rules' tests)"
+  if [[ $EUID -ne 0 ]]; then die "promtool is missing: run \`sudo apt-get install -y prometheus\`"; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
+}
+
 # `make bench` runs on a PostgreSQL cluster of its own (same binaries as the
 # machine's server) with pg_stat_statements preloaded, which the machine's
 # server may not do, and production's defaults (autovacuum on). Prints the

@@ -2,7 +2,8 @@
 # `make test`: installs and starts whatever is missing, then runs every check
 # and test: formatting, lints, unit, integration, end-to-end and fault tests,
 # a short chaos run, the grpcurl smoke test, schemathesis against the
-# gateway and the browser test.
+# gateway, the browser test, and promtool over deploy/'s rules and dashboard
+# (in e2e/tests/it/operations.rs).
 source "$(dirname "$0")/lib.sh"
 RUN_DIR="$RUN_DIR/test"
 
@@ -11,6 +12,7 @@ ensure_tansu_installed
 ensure_grpcurl_installed
 ensure_docker_compose
 ensure_chromium
+ensure_promtool
 ensure_broker
 stop_test_broker() { stop_pidfile "$RUN_DIR/tansu.pid"; }
 trap stop_test_broker EXIT

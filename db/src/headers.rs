@@ -26,6 +26,25 @@ pub fn get(message: &impl Message, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The `traceparent` of `span` when traces are on, so the event's publish
+/// and processing join its trace; otherwise a fresh one (logs still tie the
+/// event's hops together by its trace id).
+pub fn of_span(span: &tracing::Span) -> String {
+    shop_runtime::traces::traceparent_of(span).unwrap_or_else(new_root)
+}
+
+/// [`of_span`] of the current span.
+pub fn of_current_span() -> String {
+    of_span(&tracing::Span::current())
+}
+
+/// The `traceparent` of an event written in response to a message: the
+/// context of the message's processing (`inbox::Delivery::traceparent`),
+/// or a fresh one if the message had none.
+pub fn continued(processing: Option<&str>) -> String {
+    processing.map_or_else(new_root, str::to_owned)
+}
+
 /// A fresh trace for a new `traceparent`: `00-<trace id>-<span id>-01`.
 pub fn new_root() -> String {
     let trace = Uuid::new_v4().simple().to_string();

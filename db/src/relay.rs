@@ -34,6 +34,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// How the relay batches, polls, leases and backs off.
@@ -131,9 +132,11 @@ const CLAIM: &str =
          FOR UPDATE SKIP LOCKED)
      RETURNING id, event_id, topic, key, event_type, payload, traceparent";
 
+/// Returns each row's seconds from its commit to now (the publish delay).
 const MARK_PUBLISHED: &str = "UPDATE outbox
      SET published_at = clock_timestamp(), attempts = attempts + 1, last_error = NULL, claimed_until = NULL
-     WHERE id = ANY($1)";
+     WHERE id = ANY($1)
+     RETURNING extract(epoch FROM published_at - created_at)::float8";
 
 /// Extends the lease of rows still being published.
 const RENEW: &str =
@@ -254,7 +257,11 @@ impl Relay {
         }
         if !published.is_empty() {
             let mark = client.prepare_cached(MARK_PUBLISHED).await?;
-            client.execute(&mark, &[&published]).await?;
+            for row in client.query(&mark, &[&published]).await? {
+                if let Ok(delay) = row.try_get::<_, f64>(0) {
+                    metrics::histogram!("shop_outbox_publish_delay_seconds").record(delay);
+                }
+            }
             metrics::counter!("shop_outbox_published_total").increment(published.len() as u64);
         }
         metrics::counter!("shop_outbox_publish_failures_total").increment(failed.len() as u64);
@@ -297,7 +304,26 @@ impl Relay {
         Ok(published.len())
     }
 
+    /// Publishes one row as a PRODUCER span, child of the context stored
+    /// with the row (the transaction that wrote it); the message carries the
+    /// publish span's own context, so its processing is the publish's child.
+    /// Each attempt builds the headers afresh: one `traceparent`, always.
     async fn send(&self, p: &Pending) -> Result<(), KafkaError> {
+        let span = shop_runtime::traces::when_on(|| {
+            tracing::info_span!(
+            "publish",
+            otel.name = %format_args!("{} publish", p.topic),
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.destination.name = %p.topic,
+            messaging.message.id = %p.event_id,
+            event_id = %p.event_id,
+            )
+        });
+        shop_runtime::traces::set_parent(&span, p.traceparent.as_deref());
+        let traceparent =
+            shop_runtime::traces::traceparent_of(&span).or_else(|| p.traceparent.clone());
         let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: headers::EVENT_ID,
@@ -307,7 +333,7 @@ impl Relay {
                 key: headers::EVENT_TYPE,
                 value: Some(&p.event_type),
             });
-        if let Some(tp) = &p.traceparent {
+        if let Some(tp) = &traceparent {
             headers = headers.insert(Header {
                 key: headers::TRACEPARENT,
                 value: Some(tp),
@@ -319,6 +345,7 @@ impl Relay {
             .headers(headers);
         self.producer
             .send(record, Duration::from_secs(5))
+            .instrument(span)
             .await
             .map(|_| ())
             .map_err(|(e, _)| e)

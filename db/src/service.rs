@@ -15,7 +15,7 @@ use crate::{Pool, dead_letter, migrate, pool};
 use anyhow::Context;
 use refinery::Migration;
 use shop_runtime::cli::{self, Command};
-use shop_runtime::grpc::{self, Health};
+use shop_runtime::grpc::{self, GrpcRouter, Health};
 use shop_runtime::{ConfigError, Env, LogFormat, shutdown, telemetry};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -23,7 +23,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::Router;
 
 /// What differs between services.
 #[derive(Debug, Clone, Copy)]
@@ -127,7 +126,7 @@ pub struct Service<H> {
     /// Where gRPC is served (already bound, so port 0 works).
     pub listener: TcpListener,
     /// The gRPC router: the service's API, health and reflection.
-    pub grpc: Router,
+    pub grpc: GrpcRouter,
     /// The health the router reports: NOT_SERVING if the pipeline dies.
     pub health: Health,
     /// Postgres NOTIFY fan-out (the relay's outside wake-ups, and any channel
@@ -271,8 +270,24 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let config = ServiceConfig::from_env(spec, &Env::from_process(spec.prefix))?;
-    telemetry::init(config.log_format);
+    let telemetry = telemetry::init(config.log_format, spec.name);
     let command = Command::from_process();
+    let outcome = run(spec, serve, config, &command).await;
+    // The last spans are exported before the process exits.
+    telemetry.shutdown().await;
+    outcome
+}
+
+async fn run<F, Fut>(
+    spec: &ServiceSpec,
+    serve: F,
+    config: ServiceConfig,
+    command: &Command,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(ServiceConfig, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     match command.name.as_str() {
         "serve" => {
             if let Some(addr) = config.metrics_addr {
@@ -283,6 +298,12 @@ where
                             "shop_order_settle_seconds".to_owned(),
                         ),
                         &[0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+                    )?
+                    .set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full(
+                            "shop_outbox_publish_delay_seconds".to_owned(),
+                        ),
+                        &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0],
                     )?
                     .install()
                     .with_context(|| format!("cannot serve metrics on {addr}"))?;
@@ -299,7 +320,7 @@ where
             println!("applied {} migration(s)", applied.len());
             Ok(())
         }
-        "dead-letters" | "replay-dead-letters" => dead_letters(&config, &command).await,
+        "dead-letters" | "replay-dead-letters" => dead_letters(&config, command).await,
         "health" => {
             let addr = match command.args.first() {
                 Some(a) => a.parse().with_context(|| format!("bad address {a:?}"))?,

@@ -9,6 +9,7 @@ pub mod chaos;
 pub mod churn;
 pub mod invariant;
 pub mod load;
+pub mod otlp;
 pub mod process;
 pub mod stack;
 

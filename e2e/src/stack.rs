@@ -61,6 +61,9 @@ pub struct StackOptions {
     pub gateway: bool,
     /// Further variables for both services, without their prefix.
     pub env: Vec<(String, String)>,
+    /// Variables for every process (services and gateway) as they are:
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` and the other standard ones.
+    pub common_env: Vec<(String, String)>,
 }
 
 impl Default for StackOptions {
@@ -71,6 +74,7 @@ impl Default for StackOptions {
             replicas: 1,
             gateway: false,
             env: Vec::new(),
+            common_env: Vec::new(),
         }
     }
 }
@@ -96,6 +100,7 @@ impl StackOptions {
             replicas,
             gateway: true,
             env: vec![("KAFKA_SESSION_TIMEOUT_MS".to_owned(), "1500".to_owned())],
+            common_env: Vec::new(),
         }
     }
 }
@@ -178,6 +183,7 @@ impl ServiceEnv<'_> {
             .map(|(k, v)| (format!("{prefix}{k}"), v))
             .collect();
         env.insert("RUST_LOG".to_owned(), "info".to_owned());
+        env.extend(self.options.common_env.iter().cloned());
         env
     }
 
@@ -264,7 +270,7 @@ impl Stack {
             _slot: slot,
         };
         if options.gateway {
-            stack.start_gateway().await;
+            stack.start_gateway(&options.common_env).await;
         }
         stack
     }
@@ -308,7 +314,7 @@ impl Stack {
     }
 
     /// Starts the gateway over every replica slot of both services.
-    async fn start_gateway(&mut self) {
+    async fn start_gateway(&mut self, common_env: &[(String, String)]) {
         let urls = |service| {
             self.replicas(service)
                 .iter()
@@ -331,6 +337,7 @@ impl Stack {
             ),
             ("RUST_LOG".to_owned(), "info".to_owned()),
         ]);
+        let env = env.into_iter().chain(common_env.iter().cloned()).collect();
         let mut gateway = ServiceProcess::new("gateway", addr, env, &self.log_dir)
             .with_probe(Probe::Http("/readyz"));
         gateway.start().await;

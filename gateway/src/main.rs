@@ -20,13 +20,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         "serve" => {
             let config = GatewayConfig::from_env(&Env::from_process(PREFIX))?;
-            telemetry::init(config.log_format);
+            let telemetry = telemetry::init(config.log_format, "gateway");
             let token = CancellationToken::new();
             shutdown::cancel_on_signal(token.clone());
-            startup::Application::build(&config)
-                .await?
-                .run_until_stopped(token)
-                .await
+            let served = match startup::Application::build(&config).await {
+                Ok(app) => app.run_until_stopped(token).await,
+                Err(e) => Err(e),
+            };
+            // The last spans are exported before the process exits.
+            telemetry.shutdown().await;
+            served
         }
         "token" => {
             let user = command

@@ -10,6 +10,9 @@
 //! again every [`RESOLVE_EVERY`], and each replica's gRPC health is probed
 //! every [`PROBE_EVERY`]: one that stops answering, or reports NOT_SERVING,
 //! is taken out of the balancer until it is back (see [`watch_replicas`]).
+//!
+//! Every call is a CLIENT span whose context travels in the call's metadata
+//! ([`Traced`]), so the service's spans join the request's trace.
 
 use crate::GatewayConfig;
 use shop_proto::orders::orders_client::OrdersClient;
@@ -20,11 +23,14 @@ use tokio::sync::mpsc::Sender;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 
+/// A channel whose calls are traced.
+pub type Traced = shop_runtime::traces::GrpcClientTraced<Channel>;
+
 /// Clients of both services; cheap to clone (channels are shared).
 #[derive(Debug, Clone)]
 pub struct Upstreams {
-    pub orders: OrdersClient<Channel>,
-    pub payments: PaymentsClient<Channel>,
+    pub orders: OrdersClient<Traced>,
+    pub payments: PaymentsClient<Traced>,
     orders_channel: Channel,
     payments_channel: Channel,
     timeout: Duration,
@@ -235,8 +241,8 @@ impl Upstreams {
         let orders_channel = channel(&config.orders_url, config.upstream_timeout)?;
         let payments_channel = channel(&config.payments_url, config.upstream_timeout)?;
         Ok(Self {
-            orders: OrdersClient::new(orders_channel.clone()),
-            payments: PaymentsClient::new(payments_channel.clone()),
+            orders: OrdersClient::new(Traced::new(orders_channel.clone())),
+            payments: PaymentsClient::new(Traced::new(payments_channel.clone())),
             orders_channel,
             payments_channel,
             timeout: config.upstream_timeout,
@@ -252,8 +258,8 @@ impl Upstreams {
     }
 
     /// A streaming client without the per-call deadline (for WatchOrder).
-    pub fn orders_stream_client(&self) -> OrdersClient<Channel> {
-        OrdersClient::new(self.orders_channel.clone())
+    pub fn orders_stream_client(&self) -> OrdersClient<Traced> {
+        OrdersClient::new(Traced::new(self.orders_channel.clone()))
     }
 
     /// Whether both services answer their gRPC health check: (orders, payments).

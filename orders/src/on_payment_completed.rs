@@ -48,6 +48,10 @@ impl InboxEvent for Outcome {
     fn event_id(&self) -> Option<Uuid> {
         Uuid::parse_str(self.ids().0).ok()
     }
+
+    fn order_id(&self) -> Option<&str> {
+        Some(self.ids().1)
+    }
 }
 
 impl Outcome {

@@ -16,6 +16,7 @@ use shop_proto::events::{
 use shop_proto::time::to_timestamp;
 use shop_proto::values::{DEFAULT_PAGE, MAX_PAGE, OrderId, UserId};
 use std::time::SystemTime;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// Why an order operation was refused or failed.
@@ -84,16 +85,28 @@ pub async fn create(
         requested_at: Some(to_timestamp(created_at)),
         pay_before: created_at.checked_add(payment_timeout).map(to_timestamp),
     };
+    // The order and outbox row's transaction; the event's publish and
+    // everything after it are this span's descendants.
+    let transaction = shop_runtime::traces::when_on(|| {
+        tracing::info_span!(
+            "create order",
+            otel.name = "create order transaction",
+            order_id = %id,
+            user_id = %new.user_id,
+            event_id = %event_id,
+        )
+    });
     let event = NewEvent::encode(
         event_id,
         requests_topic,
         new.user_id,
         &requested,
-        headers::new_root(),
+        headers::of_span(&transaction),
     );
-    if let Some(order) =
-        persistence::insert_with_event(client, id, created_at, &new, &event).await?
-    {
+    let inserted = persistence::insert_with_event(client, id, created_at, &new, &event)
+        .instrument(transaction)
+        .await?;
+    if let Some(order) = inserted {
         relay.wake();
         tracing::info!(order_id = %order.id, user_id = %order.user_id, amount = order.amount, "order created");
         return Ok(order);
@@ -287,7 +300,13 @@ fn cancellation_requested(topic: &str, order: &Order, reason: CancelReason) -> N
         reason: reason.into(),
         requested_at: Some(to_timestamp(SystemTime::now())),
     };
-    NewEvent::encode(event_id, topic, order.user_id, &event, headers::new_root())
+    NewEvent::encode(
+        event_id,
+        topic,
+        order.user_id,
+        &event,
+        headers::of_current_span(),
+    )
 }
 
 /// The ledger's request to refund `order`, keyed by user.
@@ -300,5 +319,11 @@ fn refund_requested(topic: &str, order: &Order) -> NewEvent {
         amount: order.amount,
         requested_at: Some(to_timestamp(SystemTime::now())),
     };
-    NewEvent::encode(event_id, topic, order.user_id, &event, headers::new_root())
+    NewEvent::encode(
+        event_id,
+        topic,
+        order.user_id,
+        &event,
+        headers::of_current_span(),
+    )
 }

@@ -57,6 +57,14 @@ impl InboxEvent for Request {
         };
         Uuid::parse_str(id).ok()
     }
+
+    fn order_id(&self) -> Option<&str> {
+        Some(match self {
+            Self::Payment(e) => &e.order_id,
+            Self::Cancellation(e) => &e.order_id,
+            Self::Refund(e) => &e.order_id,
+        })
+    }
 }
 
 fn invalid(what: &str) -> impl Fn(String) -> HandleError + '_ {
@@ -191,7 +199,7 @@ impl OnPaymentRequested {
                 &self.results_topic,
                 request.order_id,
                 &completed,
-                headers::child_of(traceparent.as_deref()),
+                headers::continued(traceparent.as_deref()),
             ));
         }
         Ok(())
@@ -237,7 +245,7 @@ impl OnPaymentRequested {
             &self.results_topic,
             request.order_id,
             &completed,
-            headers::child_of(traceparent),
+            headers::continued(traceparent),
         ))
     }
 
@@ -268,7 +276,7 @@ impl OnPaymentRequested {
             &self.results_topic,
             request.order_id,
             &completed,
-            headers::child_of(traceparent),
+            headers::continued(traceparent),
         ))
     }
 }

@@ -3,10 +3,15 @@
 //! serving on a given listener until a token is cancelled, and the health
 //! check client that `make up` and container health checks run.
 
+use crate::traces::GrpcServerTraces;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Router;
+use tower::layer::util::{Identity, Stack};
+
+/// A service's gRPC router: every call traced ([`GrpcServerTraces`]).
+pub type GrpcRouter = Router<Stack<GrpcServerTraces, Identity>>;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -47,6 +52,8 @@ impl Health {
     }
 
     async fn set(&self, status: ServingStatus) {
+        // For alerts: 1 while SERVING, 0 once NOT_SERVING.
+        metrics::gauge!("shop_serving").set(f64::from(u8::from(status == ServingStatus::Serving)));
         self.reporter
             .set_service_status(&self.service, status)
             .await;
@@ -54,11 +61,12 @@ impl Health {
     }
 }
 
-/// A router that already serves health (for `service` once
+/// A router that traces every call but health checks and reflection
+/// ([`GrpcServerTraces`]), already serves health (for `service` once
 /// [`Health::serving`] is called), and reflection that advertises `service` (a full
 /// name such as `shop.orders.v1.Orders`) besides health and reflection
 /// itself; every shop type stays describable.
-pub fn base_router(service: &str) -> Result<(Health, Router), ServeError> {
+pub fn base_router(service: &str) -> Result<(Health, GrpcRouter), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -69,6 +77,7 @@ pub fn base_router(service: &str) -> Result<(Health, Router), ServeError> {
             .with_service_name("grpc.reflection.v1.ServerReflection")
     };
     let router = tonic::transport::Server::builder()
+        .layer(GrpcServerTraces)
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);
@@ -89,7 +98,7 @@ pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// Serves until `shutdown` is cancelled, then drains in-flight calls for at
 /// most [`DRAIN`].
 pub async fn serve(
-    router: Router,
+    router: GrpcRouter,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {

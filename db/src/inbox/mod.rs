@@ -44,6 +44,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// Where a consumed message came from.
@@ -52,7 +53,9 @@ pub struct Delivery {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
-    /// The W3C traceparent header, if any.
+    /// The W3C traceparent of this message's processing: its `apply`
+    /// span's when traces are on (a child of the message's own header), else
+    /// a child id of the header's trace. Events written in response carry it.
     pub traceparent: Option<String>,
 }
 
@@ -103,6 +106,11 @@ pub trait InboxEvent: Sized + Send + Sync + 'static {
 
     /// The event's unique id, used for deduplication.
     fn event_id(&self) -> Option<Uuid>;
+
+    /// The order the event is about, an attribute of its `apply` span.
+    fn order_id(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Decodes `payload` as `M` if `event_type` names `M` (or is absent):
@@ -767,7 +775,10 @@ impl<H: Handler> InboxConsumer<H> {
     /// no longer hold up the partition's new owner.
     async fn attempt(&self, batch: &[OwnedMessage]) -> Result<Applied, HandleError> {
         let mut client = CallClient::get(&self.pool).await?;
-        let applied = self.attempt_on(&mut client, batch).await;
+        let applied = self
+            .attempt_on(&mut client, batch)
+            .instrument(batch_span(batch))
+            .await;
         client.release();
         applied
     }
@@ -798,11 +809,11 @@ impl<H: Handler> InboxConsumer<H> {
             .map(|row| row.try_get(0))
             .collect::<Result<_, _>>()?;
         let mut first_time = HashSet::new();
-        let new: Vec<Inbound<H::Event>> = decoded
+        let (new, applying): (Vec<Inbound<H::Event>>, Vec<tracing::Span>) = decoded
             .into_iter()
             .filter(|(id, _)| fresh.contains(id) && first_time.insert(*id))
-            .map(|(_, inbound)| inbound)
-            .collect();
+            .map(|(id, inbound)| traced(id, inbound))
+            .unzip();
         let applied = Applied {
             new: new.len(),
             duplicates: batch.len() - new.len(),
@@ -814,11 +825,66 @@ impl<H: Handler> InboxConsumer<H> {
         };
         outbox::enqueue_all(&tx, &events).await?;
         tx.commit().await?;
+        drop(applying); // each new message's span ends with the commit
         if !events.is_empty() {
             self.relay.wake();
         }
         Ok(applied)
     }
+}
+
+/// The CONSUMER span of one batch (`<topic> process`), linked to the context
+/// of each message in it: a batch mixes many orders' traces, so it is a
+/// root of its own, and each message's `apply` span is linked back to it.
+fn batch_span(batch: &[OwnedMessage]) -> tracing::Span {
+    let Some(first) = batch.first().filter(|_| shop_runtime::traces::enabled()) else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(
+        "process",
+        otel.name = %format_args!("{} process", first.topic()),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = first.topic(),
+        messaging.destination.partition.id = first.partition(),
+        messaging.batch.message_count = batch.len(),
+    );
+    for message in batch {
+        if let Some(traceparent) = headers::get(message, headers::TRACEPARENT) {
+            shop_runtime::traces::add_link(&span, &traceparent);
+        }
+    }
+    span
+}
+
+/// A new message's `apply` span: a child of the message's context (so the
+/// order's trace goes on through this service), linked to the batch's span
+/// (the current one), open until the batch commits. The message's delivery
+/// then carries this span's traceparent for the events written in response.
+fn traced<E: InboxEvent>(event_id: Uuid, mut inbound: Inbound<E>) -> (Inbound<E>, tracing::Span) {
+    let span = shop_runtime::traces::when_on(|| {
+        tracing::info_span!(
+        "apply",
+        otel.name = %format_args!("{} apply", inbound.delivery.topic),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = %inbound.delivery.topic,
+        messaging.message.id = %event_id,
+        event_id = %event_id,
+        order_id = inbound.event.order_id(),
+        )
+    });
+    if let Some(batch) = shop_runtime::traces::traceparent_of(&tracing::Span::current()) {
+        shop_runtime::traces::add_link(&span, &batch);
+    }
+    shop_runtime::traces::set_parent(&span, inbound.delivery.traceparent.as_deref());
+    inbound.delivery.traceparent = Some(match shop_runtime::traces::traceparent_of(&span) {
+        Some(own) => own,
+        None => headers::child_of(inbound.delivery.traceparent.as_deref()),
+    });
+    (inbound, span)
 }
 
 /// Records a batch's event ids; returns the ones not seen before.

@@ -11,7 +11,9 @@
 //!    errors, CPU per order of every process;
 //! 4. the same gRPC ladder again with 1,000,000 old orders, outbox and inbox
 //!    rows in both databases (indexes must keep throughput level);
-//! 5. a summary, one `key=value` per line.
+//! 5. the gateway ladder and 250/s again with traces on (every span of
+//!    every process exported over OTLP/gRPC to a receiver in this process);
+//! 6. a summary, one `key=value` per line.
 //!
 //! Figures are printed, nothing is asserted. `STEP_SECONDS` (default 8)
 //! sets each step's length, `SCALE_ROWS` (default 1000000) the history.
@@ -60,19 +62,19 @@ async fn main() {
         "\nrate ladder over gRPC ({} s per step, a fresh stack each)",
         step.as_secs()
     );
-    let grpc_max = ladder(Mode::Grpc, RATES, step, 0, &mut peaks).await;
+    let grpc_max = ladder(Mode::Grpc, RATES, step, 0, None, &mut peaks).await;
     println!(
         "\nrate ladder through the gateway ({} s per step, a fresh stack each)",
         step.as_secs()
     );
-    let gateway_max = ladder(Mode::Gateway, RATES, step, 0, &mut peaks).await;
+    let gateway_max = ladder(Mode::Gateway, RATES, step, 0, None, &mut peaks).await;
 
     println!("\nfixed 250 orders/s ({} s)", (step * 2).as_secs());
-    let at_250 = fixed_rate(Mode::Grpc, 250.0, step * 2, &mut peaks).await;
-    let gateway_at_250 = fixed_rate(Mode::Gateway, 250.0, step * 2, &mut peaks).await;
+    let at_250 = fixed_rate(Mode::Grpc, 250.0, step * 2, None, &mut peaks).await;
+    let gateway_at_250 = fixed_rate(Mode::Gateway, 250.0, step * 2, None, &mut peaks).await;
     println!("\nfixed 500 orders/s ({} s)", (step * 2).as_secs());
-    let at_500 = fixed_rate(Mode::Grpc, 500.0, step * 2, &mut peaks).await;
-    let gateway_at_500 = fixed_rate(Mode::Gateway, 500.0, step * 2, &mut peaks).await;
+    let at_500 = fixed_rate(Mode::Grpc, 500.0, step * 2, None, &mut peaks).await;
+    let gateway_at_500 = fixed_rate(Mode::Gateway, 500.0, step * 2, None, &mut peaks).await;
 
     println!(
         "\nscale check: the gRPC ladder with {scale_rows} old orders, outbox, inbox and ledger rows"
@@ -81,7 +83,15 @@ async fn main() {
     let around: Vec<f64> = (7..=12)
         .map(|tenth| grpc_max * f64::from(tenth) / 10.0)
         .collect();
-    let scaled_max = ladder(Mode::Grpc, &around, step, scale_rows, &mut peaks).await;
+    let scaled_max = ladder(Mode::Grpc, &around, step, scale_rows, None, &mut peaks).await;
+
+    // Tracing's cost: the gateway ladder and 250/s again, every process
+    // exporting every span (100 % sampling) to a receiver in this process.
+    let (receiver, otlp) = shop_e2e::otlp::Receiver::start_counting().await;
+    println!("\nwith traces on (100 % sampling, OTLP/gRPC to a local receiver)");
+    let traced_max = ladder(Mode::Gateway, RATES, step, 0, Some(&otlp), &mut peaks).await;
+    let traced_at_250 = fixed_rate(Mode::Gateway, 250.0, step * 2, Some(&otlp), &mut peaks).await;
+    println!("  spans received: {}", receiver.count());
 
     summary.insert("pg_commit_limit_per_s".into(), format!("{pg_limit:.0}"));
     summary.insert(
@@ -135,6 +145,25 @@ async fn main() {
             format!("{:.2}", statements.per_order),
         );
     }
+    summary.insert(
+        "traced_gateway_max_sustained_orders_per_s".into(),
+        format!("{traced_max:.0}"),
+    );
+    if gateway_max > 0.0 {
+        summary.insert(
+            "traced_vs_untraced_gateway_max".into(),
+            format!("{:.2}", traced_max / gateway_max),
+        );
+    }
+    record(&mut summary, "traced_gateway_", "250", &traced_at_250);
+    let traced_services: f64 = ["gateway", "orders", "payments"]
+        .iter()
+        .map(|n| per_order(&traced_at_250, n))
+        .sum();
+    summary.insert(
+        "traced_services_cpu_ms_per_order_at_250".into(),
+        format!("{traced_services:.3}"),
+    );
     for (name, mb) in peaks {
         summary.insert(format!("peak_rss_mb_{name}"), format!("{mb:.0}"));
     }
@@ -177,8 +206,23 @@ struct Bench {
 }
 
 impl Bench {
-    async fn start(history_rows: u64) -> Self {
-        let stack = Stack::start_with_gateway().await;
+    /// `otlp`: every process exports its spans there (traces on, 100 %
+    /// sampling); `None`: traces off.
+    async fn start(history_rows: u64, otlp: Option<&str>) -> Self {
+        let common_env = otlp
+            .map(|endpoint| {
+                vec![(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                    endpoint.to_owned(),
+                )]
+            })
+            .unwrap_or_default();
+        let stack = Stack::start_with(shop_e2e::StackOptions {
+            gateway: true,
+            common_env,
+            ..shop_e2e::StackOptions::default()
+        })
+        .await;
         let (orders_db, payments_db) = stack.pools().await;
         if history_rows > 0 {
             fill_history(&orders_db, &payments_db, history_rows).await;
@@ -251,12 +295,13 @@ async fn ladder(
     rates: &[f64],
     duration: Duration,
     history_rows: u64,
+    otlp: Option<&str>,
     peaks: &mut BTreeMap<&'static str, f64>,
 ) -> f64 {
     let mut best = 0.0;
     let mut failed = None;
     for &rate in rates {
-        if !sustains(mode, rate, duration, history_rows, peaks).await {
+        if !sustains(mode, rate, duration, history_rows, otlp, peaks).await {
             failed = Some(rate);
             break;
         }
@@ -267,7 +312,7 @@ async fn ladder(
         let (base, quarter) = (best, (failed - best) / 4.0);
         for k in 1..4 {
             let rate = (base + quarter * f64::from(k)).round();
-            if rate <= best || !sustains(mode, rate, duration, history_rows, peaks).await {
+            if rate <= best || !sustains(mode, rate, duration, history_rows, otlp, peaks).await {
                 break;
             }
             best = rate;
@@ -282,9 +327,10 @@ async fn sustains(
     rate: f64,
     duration: Duration,
     history_rows: u64,
+    otlp: Option<&str>,
     peaks: &mut BTreeMap<&'static str, f64>,
 ) -> bool {
-    let bench = Bench::start(history_rows).await;
+    let bench = Bench::start(history_rows, otlp).await;
     let step = bench.run(mode, rate, duration).await;
     bench.finish(peaks);
     println!("{}", step.line());
@@ -303,9 +349,10 @@ async fn fixed_rate(
     mode: Mode,
     rate: f64,
     duration: Duration,
+    otlp: Option<&str>,
     peaks: &mut BTreeMap<&'static str, f64>,
 ) -> Measured {
-    let bench = Bench::start(0).await;
+    let bench = Bench::start(0, otlp).await;
     let counted = statements::reset(&bench.orders_db).await;
     let before = bench.resources.cpu();
     let step = bench.run(mode, rate, duration).await;

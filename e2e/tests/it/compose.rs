@@ -183,6 +183,69 @@ fn gateway_matches_the_code() {
     );
 }
 
+/// The services of the observability profile (trace backend, Prometheus,
+/// Grafana), which publish their UIs.
+fn in_observability_profile(service: &Value) -> bool {
+    service["profiles"]
+        .as_array()
+        .is_some_and(|profiles| profiles.iter().any(|p| p == "observability"))
+}
+
+#[test]
+fn the_observability_profile_scrapes_every_service_with_the_rules_and_dashboard() {
+    let compose = compose();
+    let services = &compose["services"];
+    for name in ["jaeger", "prometheus", "grafana"] {
+        assert!(
+            in_observability_profile(&services[name]),
+            "{name} is in the observability profile"
+        );
+    }
+    let volumes = |name: &str| services[name]["volumes"].to_string();
+    assert!(volumes("prometheus").contains("./deploy/prometheus:/etc/prometheus"));
+    assert!(volumes("grafana").contains("./deploy/grafana/dashboards:/var/lib/grafana/dashboards"));
+    assert!(volumes("grafana").contains("./deploy/grafana/provisioning:/etc/grafana/provisioning"));
+
+    // Prometheus scrapes each service on the metrics port compose gives it.
+    let prometheus: Value = yaml_serde::from_str(
+        &std::fs::read_to_string(root().join("deploy/prometheus/prometheus.yml"))
+            .expect("prometheus.yml"),
+    )
+    .expect("valid YAML");
+    assert_eq!(prometheus["rule_files"], serde_json::json!(["alerts.yml"]));
+    let jobs = prometheus["scrape_configs"]
+        .as_array()
+        .expect("scrape configs");
+    let job = |name: &str| {
+        jobs.iter()
+            .find(|j| j["job_name"] == name)
+            .unwrap_or_else(|| panic!("Prometheus scrapes {name}"))
+    };
+    for spec in [&shop_orders::config::SPEC, &shop_payments::config::SPEC] {
+        let vars = environment(&services[spec.name]);
+        let metrics_addr = &vars[&format!("{}METRICS_ADDR", spec.prefix)];
+        let sd = &job(spec.name)["dns_sd_configs"][0];
+        assert_eq!(sd["names"], serde_json::json!([spec.name]), "every replica");
+        assert_eq!(
+            sd["port"].to_string(),
+            port_of(metrics_addr),
+            "{} port",
+            spec.name
+        );
+    }
+    assert_eq!(
+        job("gateway")["static_configs"][0]["targets"],
+        serde_json::json!(["gateway:8080"])
+    );
+    // Each process can send its traces to Jaeger's OTLP port.
+    for name in ["orders", "payments", "gateway"] {
+        assert!(
+            environment(&services[name]).contains_key("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "{name} takes OTEL_EXPORTER_OTLP_ENDPOINT"
+        );
+    }
+}
+
 #[test]
 fn every_long_running_service_has_a_health_check_and_only_the_gateway_is_published() {
     let compose = compose();
@@ -195,7 +258,7 @@ fn every_long_running_service_has_a_health_check_and_only_the_gateway_is_publish
             service["healthcheck"]["test"].is_array(),
             "{name} has no health check"
         );
-        if name != "gateway" {
+        if name != "gateway" && !in_observability_profile(service) {
             assert!(
                 service.get("ports").is_none(),
                 "{name} should not publish ports"

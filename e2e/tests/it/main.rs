@@ -6,4 +6,6 @@ mod compose;
 mod faults;
 mod group;
 mod http;
+mod operations;
 mod takeback;
+mod traces;
