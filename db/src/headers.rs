@@ -12,7 +12,8 @@ use uuid::Uuid;
 pub const EVENT_ID: &str = "event-id";
 /// The payload's full protobuf type name, e.g. `shop.events.v1.PaymentRequested`.
 pub const EVENT_TYPE: &str = "event-type";
-/// W3C trace context: `00-<trace id>-<span id>-01`.
+/// W3C trace context: `00-<trace id>-<span id>-<flags>`; every published
+/// message carries exactly one.
 pub const TRACEPARENT: &str = "traceparent";
 
 /// A UTF-8 header value by name.

@@ -132,7 +132,8 @@ const CLAIM: &str =
          FOR UPDATE SKIP LOCKED)
      RETURNING id, event_id, topic, key, event_type, payload, traceparent";
 
-/// Returns each row's seconds from its commit to now (the publish delay).
+/// Returns each row's seconds from its insert (`created_at`, the writing
+/// transaction's `clock_timestamp()`) to now: the publish delay.
 const MARK_PUBLISHED: &str = "UPDATE outbox
      SET published_at = clock_timestamp(), attempts = attempts + 1, last_error = NULL, claimed_until = NULL
      WHERE id = ANY($1)
@@ -322,9 +323,11 @@ impl Relay {
             )
         });
         shop_runtime::traces::set_parent(&span, p.traceparent.as_deref());
-        let traceparent =
-            shop_runtime::traces::traceparent_of(&span).or_else(|| p.traceparent.clone());
-        let mut headers = OwnedHeaders::new()
+        // A row without one (a replayed dead letter) starts a trace here.
+        let traceparent = shop_runtime::traces::traceparent_of(&span)
+            .or_else(|| p.traceparent.clone())
+            .unwrap_or_else(headers::new_root);
+        let headers = OwnedHeaders::new()
             .insert(Header {
                 key: headers::EVENT_ID,
                 value: Some(&p.event_id),
@@ -332,13 +335,11 @@ impl Relay {
             .insert(Header {
                 key: headers::EVENT_TYPE,
                 value: Some(&p.event_type),
-            });
-        if let Some(tp) = &traceparent {
-            headers = headers.insert(Header {
+            })
+            .insert(Header {
                 key: headers::TRACEPARENT,
-                value: Some(tp),
+                value: Some(&traceparent),
             });
-        }
         let record = FutureRecord::to(&p.topic)
             .key(&p.key)
             .payload(&p.payload)

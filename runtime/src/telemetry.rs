@@ -13,7 +13,10 @@
 //! `OTEL_EXPORTER_OTLP_TIMEOUT` and the batch processor's `OTEL_BSP_*`.
 //! Export is batched on a thread of its own: a request never waits for it,
 //! and a collector that is down or slow costs the spans it does not take,
-//! which are counted (`shop_trace_spans_dropped_total`).
+//! which are counted: `shop_trace_spans_ended_total` spans were handed to
+//! the exporter, `shop_trace_spans_exported_total` reached the collector,
+//! `shop_trace_spans_dropped_total` were lost in failed exports, and the
+//! rest of the difference were dropped at a full queue (`OTEL_BSP_*`).
 
 use crate::LogFormat;
 use opentelemetry::trace::TracerProvider as _;
@@ -55,18 +58,21 @@ impl Telemetry {
 /// runtime, whose tasks carry the exporter's connection.
 pub fn init(format: LogFormat, service: &str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let provider = match tracer_provider(service) {
-        Ok(provider) => provider,
-        Err(e) => {
-            eprintln!("{service}: traces are off: {e}");
-            None
-        }
+    let (provider, refused) = match tracer_provider(service) {
+        Ok(provider) => (provider, None),
+        Err(e) => (None, Some(e)),
     };
+    // Spans only, at INFO and above, whatever RUST_LOG says: the hop spans
+    // are INFO; log events never become span events (their fields may be
+    // user data), and the HTTP/2 crates' own spans stay out.
     let traces = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("shop"))
             .with_threads(false)
             .with_level(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                meta.is_span() && *meta.level() <= tracing::Level::INFO
+            }))
     });
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let logs = match format {
@@ -74,11 +80,13 @@ pub fn init(format: LogFormat, service: &str) -> Telemetry {
         LogFormat::Json => logs.json().event_format(WithTraceIds::json()).boxed(),
     };
     let installed = tracing_subscriber::registry()
-        .with(filter)
-        .with(logs)
+        .with(logs.with_filter(filter))
         .with(traces)
         .try_init()
         .is_ok();
+    if let Some(e) = refused {
+        tracing::error!(error = %e, "traces are off");
+    }
     if !installed {
         return Telemetry::default();
     }
@@ -118,12 +126,45 @@ fn tracer_provider(service: &str) -> anyhow::Result<Option<SdkTracerProvider>> {
     }
     // The sampler comes from OTEL_TRACES_SAMPLER(_ARG), parent-based
     // always-on by default; the batch processor from OTEL_BSP_*.
+    let batches =
+        opentelemetry_sdk::trace::BatchSpanProcessor::builder(CountingExporter(exporter)).build();
     Ok(Some(
         SdkTracerProvider::builder()
-            .with_batch_exporter(CountingExporter(exporter))
+            .with_span_processor(CountingProcessor(batches))
             .with_resource(resource.build())
             .build(),
     ))
+}
+
+/// The batch processor, counting the spans handed to it: those neither
+/// exported nor lost in a failed export were dropped at a full queue (or
+/// wait in it).
+#[derive(Debug)]
+struct CountingProcessor<P>(P);
+
+impl<P: opentelemetry_sdk::trace::SpanProcessor> opentelemetry_sdk::trace::SpanProcessor
+    for CountingProcessor<P>
+{
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
+        self.0.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        metrics::counter!("shop_trace_spans_ended_total").increment(1);
+        self.0.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.0.set_resource(resource);
+    }
 }
 
 /// The OTLP exporter, counting the spans a failed export loses.
@@ -134,7 +175,9 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let spans = batch.len() as u64;
         let exported = self.0.export(batch).await;
-        if exported.is_err() {
+        if exported.is_ok() {
+            metrics::counter!("shop_trace_spans_exported_total").increment(spans);
+        } else {
             metrics::counter!("shop_trace_spans_dropped_total").increment(spans);
         }
         exported

@@ -1,7 +1,8 @@
 //! PostgreSQL's own account of one step: statement calls, rows and execution
 //! time per order, per statement, from `pg_stat_statements` (which
-//! `make bench` preloads on a cluster of its own). The load generator's own
-//! queries are tagged `/* bench */` and left out.
+//! `make bench` preloads on a cluster of its own). Only statements the
+//! services sent count (`toplevel`: not those a trigger function runs); the
+//! load generator's own queries are tagged `/* bench */` and left out.
 
 use shop_db::Pool;
 
@@ -28,8 +29,8 @@ pub async fn reset(db: &Pool) -> bool {
     };
     client
         .batch_execute(
-            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
-             SELECT pg_stat_statements_reset();",
+            "/* bench */ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+             /* bench */ SELECT pg_stat_statements_reset();",
         )
         .await
         .is_ok()
@@ -43,7 +44,7 @@ pub async fn read(orders_db: &Pool, payments_db: &Pool, orders: usize) -> Option
         async move {
             let client = pool.get().await.ok()?;
             let row = client
-                .query_one("SELECT current_database()", &[])
+                .query_one("/* bench */ SELECT current_database()", &[])
                 .await
                 .ok()?;
             row.try_get::<_, String>(0).ok()
@@ -55,7 +56,7 @@ pub async fn read(orders_db: &Pool, payments_db: &Pool, orders: usize) -> Option
         .query(
             "SELECT d.datname, s.calls::float8, s.rows::float8, s.total_exec_time, s.query
              FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
-             WHERE d.datname = ANY($1) AND s.query NOT LIKE '/* bench */%'
+             WHERE d.datname = ANY($1) AND s.toplevel AND s.query NOT LIKE '/* bench */%'
              ORDER BY s.total_exec_time DESC",
             &[&databases],
         )
