@@ -268,3 +268,59 @@ async fn a_slow_publish_keeps_its_lease_and_is_never_claimed_twice() {
     );
     assert_eq!(second.publish_batch().await.expect("second relay"), 0);
 }
+
+#[tokio::test]
+async fn every_message_carries_exactly_one_traceparent_even_when_published_again() {
+    let (_db, pool, kafka, relay) = relay_on_fresh_topic(RelayConfig::default()).await;
+    let topic = kafka.topics.requests.clone();
+    let client = pool.get().await.expect("conn");
+    let traced = event(&topic, "user-a", 1);
+    let tx_traceparent = traced.traceparent.clone();
+    {
+        let mut client = pool.get().await.expect("conn");
+        let tx = client.transaction().await.expect("tx");
+        outbox::enqueue_all(&tx, std::slice::from_ref(&traced))
+            .await
+            .expect("enqueued");
+        tx.commit().await.expect("commit");
+    }
+    // A replayed dead letter: its outbox row has no trace context.
+    client
+        .execute(
+            "INSERT INTO outbox (event_id, topic, key, event_type, payload)
+             VALUES (gen_random_uuid(), $1, 'user-a', 'unknown', '\\x00')",
+            &[&topic],
+        )
+        .await
+        .expect("replayed row");
+    assert_eq!(relay.publish_batch().await.expect("step"), 2);
+    // The traced row is released and published a second time (as after a
+    // lost acknowledgement): its message is built afresh.
+    client
+        .execute(
+            "UPDATE outbox SET published_at = NULL WHERE event_id = $1",
+            &[&traced.event_id],
+        )
+        .await
+        .expect("released");
+    assert_eq!(relay.publish_batch().await.expect("step again"), 1);
+
+    let records = read_topic(&kafka, &topic, 3, Duration::from_secs(30)).await;
+    for record in &records {
+        let traceparents: Vec<&[u8]> =
+            rdkafka::message::Headers::iter(record.headers().expect("headers"))
+                .filter(|h| h.key == headers::TRACEPARENT)
+                .filter_map(|h| h.value)
+                .collect();
+        assert_eq!(traceparents.len(), 1, "one traceparent per message");
+        let value = std::str::from_utf8(traceparents[0]).expect("UTF-8");
+        assert!(headers::trace_id(value).is_some(), "{value}");
+    }
+    // With traces off, the row's own context travels as it was stored.
+    let traced_ids: Vec<String> = records
+        .iter()
+        .filter(|r| headers::get(*r, headers::EVENT_ID) == Some(traced.event_id.to_string()))
+        .filter_map(|r| headers::get(r, headers::TRACEPARENT))
+        .collect();
+    assert_eq!(traced_ids, vec![tx_traceparent.clone(), tx_traceparent]);
+}
