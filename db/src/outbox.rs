@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 /// The `NOTIFY` channel relays LISTEN on. Writers inside a service wake their
 /// own relay in-process ([`RelayWake`]); a writer outside the service (the
-/// `replay-dead-letters` command) sends `NOTIFY outbox` after its commit so
+/// `dead-letters replay` command) sends `NOTIFY outbox` after its commit so
 /// running relays publish at once instead of at their next poll.
 pub const CHANNEL: &str = "outbox";
 

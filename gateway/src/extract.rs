@@ -1,6 +1,7 @@
 //! Request extraction that never panics and always answers with a problem
-//! document: the authenticated caller, strict JSON bodies, UUID path
-//! segments, the Idempotency-Key header.
+//! document: the authenticated caller, strict JSON bodies and query strings,
+//! the Idempotency-Key header. (Path ids are parsed by the handlers, with
+//! `shop_proto::values`.)
 
 use crate::problem::ApiError;
 use crate::routes::AppState;

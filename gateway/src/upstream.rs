@@ -257,7 +257,9 @@ impl Upstreams {
         request
     }
 
-    /// A streaming client without the per-call deadline (for WatchOrder).
+    /// The client for WatchOrder: its requests get no `grpc-timeout` (the
+    /// stream lives as long as its watcher); the channel's timeout bounds only
+    /// the wait for the stream's first response.
     pub fn orders_stream_client(&self) -> OrdersClient<Traced> {
         OrdersClient::new(Traced::new(self.orders_channel.clone()))
     }

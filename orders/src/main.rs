@@ -1,4 +1,4 @@
-//! `orders [serve|migrate|replay-dead-letters|health [ADDR]]`: a thin entry
+//! `orders [serve|migrate|dead-letters list|replay|health [ADDR]]`: a thin entry
 //! point over the library.
 
 use shop_orders::{config::SPEC, startup};

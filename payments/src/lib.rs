@@ -3,8 +3,8 @@
 //! 1. the consumer built in [`startup`] receives `PaymentRequested` from
 //!    Kafka and records its event id in the inbox;
 //! 2. [`on_payment_requested`] decides the order once, in the same
-//!    transaction: [`persistence::decide`] inserts the ledger row and debits
-//!    only if the balance covers the amount; the `PaymentCompleted` answer
+//!    transaction: [`persistence::decide_all`] inserts the batch's ledger rows
+//!    and debits each only if the balance covers the amount; the `PaymentCompleted` answer
 //!    goes to the outbox, and the relay publishes it after the commit.
 //!
 //! Accounts are opened, read and topped up over gRPC: [`grpc`] is the edge,

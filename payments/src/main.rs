@@ -1,4 +1,4 @@
-//! `payments [serve|migrate|replay-dead-letters|health [ADDR]]`: a thin entry
+//! `payments [serve|migrate|dead-letters list|replay|health [ADDR]]`: a thin entry
 //! point over the library.
 
 use shop_payments::{config::SPEC, startup};
