@@ -312,14 +312,14 @@ impl Relay {
     async fn send(&self, p: &Pending) -> Result<(), KafkaError> {
         let span = shop_runtime::traces::when_on(|| {
             tracing::info_span!(
-            "publish",
-            otel.name = %format_args!("{} publish", p.topic),
-            otel.kind = "producer",
-            messaging.system = "kafka",
-            messaging.operation.type = "send",
-            messaging.destination.name = %p.topic,
-            messaging.message.id = %p.event_id,
-            event_id = %p.event_id,
+                "publish",
+                otel.name = %format_args!("{} publish", p.topic),
+                otel.kind = "producer",
+                messaging.system = "kafka",
+                messaging.operation.type = "send",
+                messaging.destination.name = %p.topic,
+                messaging.message.id = %p.event_id,
+                event_id = %p.event_id,
             )
         });
         shop_runtime::traces::set_parent(&span, p.traceparent.as_deref());

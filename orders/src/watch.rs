@@ -170,3 +170,44 @@ async fn read(pool: &Pool, id: OrderId) -> Result<Order, OrderError> {
     let client = pool.get().await?;
     orders::get(&client, id).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `registration` was woken (its permit is kept until awaited).
+    async fn woken(registration: &Registration) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), registration.wake.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_change_wakes_only_the_watchers_of_its_order_until_they_go() {
+        let watchers = Watchers::default();
+        let (a, b) = (OrderId::new(), OrderId::new());
+        let (first_of_a, second_of_a, of_b) = (
+            watchers.register(a),
+            watchers.register(a),
+            watchers.register(b),
+        );
+
+        watchers.wake([*a.as_uuid()].into_iter());
+        assert!(woken(&first_of_a).await && woken(&second_of_a).await);
+        assert!(
+            !woken(&of_b).await,
+            "another order's change wakes nobody else"
+        );
+
+        // A resync (or a lagged router) wakes every watcher.
+        watchers.wake_all();
+        assert!(woken(&first_of_a).await && woken(&of_b).await);
+
+        drop((first_of_a, second_of_a));
+        assert!(
+            !watchers.lock().contains_key(a.as_uuid()),
+            "unregistered on drop"
+        );
+        assert_eq!(watchers.lock()[b.as_uuid()].len(), 1);
+    }
+}

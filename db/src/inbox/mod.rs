@@ -865,15 +865,15 @@ fn batch_span(batch: &[OwnedMessage]) -> tracing::Span {
 fn traced<E: InboxEvent>(event_id: Uuid, mut inbound: Inbound<E>) -> (Inbound<E>, tracing::Span) {
     let span = shop_runtime::traces::when_on(|| {
         tracing::info_span!(
-        "apply",
-        otel.name = %format_args!("{} apply", inbound.delivery.topic),
-        otel.kind = "consumer",
-        messaging.system = "kafka",
-        messaging.operation.type = "process",
-        messaging.destination.name = %inbound.delivery.topic,
-        messaging.message.id = %event_id,
-        event_id = %event_id,
-        order_id = inbound.event.order_id(),
+            "apply",
+            otel.name = %format_args!("{} apply", inbound.delivery.topic),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.destination.name = %inbound.delivery.topic,
+            messaging.message.id = %event_id,
+            event_id = %event_id,
+            order_id = inbound.event.order_id(),
         )
     });
     if let Some(batch) = shop_runtime::traces::traceparent_of(&tracing::Span::current()) {
