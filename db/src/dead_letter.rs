@@ -46,18 +46,6 @@ pub async fn park(
     Ok(())
 }
 
-/// How many dead letters wait for a replay.
-pub async fn pending(pool: &Pool) -> Result<i64, DbError> {
-    let client = pool.get().await?;
-    let row = client
-        .query_one(
-            "SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL",
-            &[],
-        )
-        .await?;
-    Ok(row.try_get(0)?)
-}
-
 /// A parked message as an operator lists it.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
@@ -133,7 +121,7 @@ pub async fn replay(pool: &Pool, topic: Option<&str>, dry_run: bool) -> Result<R
         .await?;
     let parked_events = tx
         .execute(
-            "UPDATE outbox SET parked_at = NULL, claimed_until = NULL, attempts = 0
+            "UPDATE outbox SET parked_at = NULL, retry_at = now(), attempts = 0
              WHERE parked_at IS NOT NULL AND ($1::text IS NULL OR topic = $1)",
             &[&topic],
         )
@@ -155,9 +143,4 @@ pub async fn replay(pool: &Pool, topic: Option<&str>, dry_run: bool) -> Result<R
         "dead letters and parked events replayed through the outbox"
     );
     Ok(replayed)
-}
-
-/// [`replay`] of everything; returns how many dead letters were replayed.
-pub async fn replay_all(pool: &Pool) -> Result<u64, DbError> {
-    Ok(replay(pool, None, false).await?.dead_letters)
 }

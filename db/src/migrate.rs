@@ -1,6 +1,6 @@
 //! Runs a service's migrations under a Postgres advisory lock, so replicas
 //! starting together do not race. Every service gets the shared messaging
-//! schema (outbox, inbox, dead letters) as its versions 2, 4, 6 and 8; a
+//! schema (outbox, inbox, dead letters) as its versions 2, 4, 6, 8 and 10; a
 //! service's own migrations use the odd numbers.
 
 use deadpool_postgres::Pool;
@@ -9,7 +9,7 @@ use refinery::{Migration, Runner};
 /// Arbitrary constant shared by every service: one migrator per database at a time.
 const MIGRATION_LOCK: i64 = 0x5348_4f50_4d49_4752; // "SHOPMIGR"
 /// The versions, names and SQL of the shared messaging schema, in every service.
-pub const MESSAGING: [(u32, &str, &str); 4] = [
+pub const MESSAGING: [(u32, &str, &str); 5] = [
     (2, "messaging", include_str!("../sql/messaging.sql")),
     (
         4,
@@ -25,6 +25,11 @@ pub const MESSAGING: [(u32, &str, &str); 4] = [
         8,
         "messaging_observe",
         include_str!("../sql/messaging_observe.sql"),
+    ),
+    (
+        10,
+        "messaging_cursor",
+        include_str!("../sql/messaging_cursor.sql"),
     ),
 ];
 

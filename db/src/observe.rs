@@ -28,12 +28,12 @@ async fn read(pool: &Pool) -> Result<(), DbError> {
     let statement = client
         .prepare_cached(
             "SELECT
-                 (SELECT count(*) FROM outbox WHERE published_at IS NULL AND parked_at IS NULL),
-                 -- The oldest pending row is the lowest pending id: one index
-                 -- entry, however large the backlog.
-                 coalesce((SELECT extract(epoch FROM now() - created_at)::float8
-                  FROM outbox WHERE published_at IS NULL AND parked_at IS NULL
-                  ORDER BY id LIMIT 1), 0),
+                 -- Rows ahead of the relay's cursor and set-aside rows:
+                 -- an index range from the cursor on (outbox_txid), plus
+                 -- the few of outbox_retry.
+                 (SELECT count(*) FROM outbox_pending),
+                 coalesce((SELECT extract(epoch FROM now() - min(created_at))::float8
+                  FROM outbox_pending), 0),
                  (SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL),
                  (SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL)",
         )

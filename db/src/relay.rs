@@ -1,25 +1,43 @@
-//! The outbox relay. One pass ([`Relay::publish_batch`]):
+//! The outbox relay. It does not update the rows it publishes: it reads the
+//! outbox between two PostgreSQL snapshots and keeps one cursor
+//! (`outbox_relay`, see `db/sql/messaging_cursor.sql`), the way PgQ reads
+//! its queues. Every outbox row carries its writing transaction (`txid`). A
+//! row is behind the cursor once that transaction is visible in the
+//! cursor's snapshot `lo`; the **window** being published holds the rows
+//! visible in snapshot `hi` and not in `lo`, in id order, and `after_id`
+//! says how far into it the relay has got. A transaction still in flight
+//! when `hi` was taken is in neither: it falls into the next window, so a
+//! row that commits late is never skipped (a plain `id > last_id` cursor
+//! would skip it).
 //!
-//! 1. **claim** up to `RELAY_BATCH_SIZE` unpublished rows in one statement,
-//!    `ORDER BY id FOR UPDATE SKIP LOCKED`, setting a lease (`claimed_until`)
-//!    instead of holding row locks while the broker answers — several relays
-//!    may run at once, and a crashed relay's lease simply expires;
-//! 2. **publish** them all with the idempotent producer and await every
+//! One pass ([`Relay::publish_batch`]):
+//!
+//! 1. **read** (`WINDOW`, one statement): take or renew the cursor's lease,
+//!    open a window if none is open (`hi` = the statement's own snapshot),
+//!    and read up to `RELAY_BATCH_SIZE` rows of it after `after_id`. Only
+//!    the lease holder reads: one relay per database publishes at a time,
+//!    and a crashed holder's lease simply expires (`RELAY_LEASE_MS`);
+//! 2. **publish** them with the idempotent producer and await every
 //!    delivery report, renewing the lease meanwhile (every third of
-//!    `RELAY_LEASE_MS`), so the lease can be short: a killed relay's rows are
-//!    taken over within seconds, while a slow publish is never claimed twice;
-//! 3. **mark** the delivered rows published (`published_at`, wall clock);
-//!    a row the broker refuses for what it is (too large, invalid) backs off
-//!    on its own and is parked after `RELAY_MAX_ATTEMPTS`, so one bad row
-//!    never throttles the rest; rows that failed for the broker's sake (a
-//!    timeout, no leader, the broker down) are released, and when nothing at
-//!    all was published the relay backs off.
+//!    `RELAY_LEASE_MS`), so a slow publish never loses the cursor;
+//! 3. **advance** (`ADVANCE`, one statement whatever the batch size): move
+//!    `after_id` past what was published, or close the window (`lo = hi`)
+//!    when it is exhausted. Only the holder can move the cursor.
 //!
-//! A crash between publish and mark only means a re-publish, which consumers
-//! deduplicate by event id (their inbox). [`Relay::run`] makes passes while
-//! there is work, then waits for a wake-up from a writer in this process
-//! ([`RelayWake`]), a NOTIFY on [`CHANNEL`] from outside, or the polling
-//! interval.
+//! A row the broker refuses for what it is (too large, invalid) is set
+//! aside (`retry_at`) so the cursor moves on: a separate retry path
+//! ([`Relay::retry_batch`]) publishes set-aside rows with a backoff of
+//! their own and parks one after `RELAY_MAX_ATTEMPTS`, so one bad row
+//! never throttles the rest. When the broker itself fails (a timeout, no
+//! leader, the broker down) the cursor stops before the first failed row
+//! and the relay backs off.
+//!
+//! A crash between publish and advance only means a re-publish, which
+//! consumers deduplicate by event id (their inbox). [`Relay::run`] makes
+//! passes while there is work, then waits for a wake-up from a writer in
+//! this process ([`RelayWake`]), a NOTIFY on [`CHANNEL`] from outside, or
+//! the polling interval. A replica that does not hold the cursor passes its
+//! own writers' wake-ups on to the holder with a NOTIFY.
 
 use crate::backoff::Backoff;
 use crate::headers;
@@ -122,35 +140,92 @@ impl From<deadpool_postgres::PoolError> for RelayError {
     }
 }
 
-const CLAIM: &str =
-    "UPDATE outbox SET claimed_until = clock_timestamp() + $2::bigint * interval '1 millisecond'
+/// Takes (or renews) the cursor's lease, opens a window when none is open,
+/// and reads the next rows of it. Always returns one row at least: the
+/// first column says whether this relay holds the cursor; the others are
+/// NULL when the window has nothing more. Within one statement the
+/// data-modifying CTE and the query share a snapshot: a window opened here
+/// (`hi`) is exactly what the query sees.
+const WINDOW: &str = "WITH cursor AS (
+         UPDATE outbox_relay
+         SET holder = $1,
+             leased_until = clock_timestamp() + $2::bigint * interval '1 millisecond',
+             hi = coalesce(hi, pg_current_snapshot())
+         WHERE holder = $1 OR leased_until IS NULL OR leased_until < clock_timestamp()
+         RETURNING lo, hi, after_id)
+     SELECT EXISTS (SELECT 1 FROM cursor) AS holding,
+            o.id, o.event_id, o.topic, o.key, o.event_type, o.payload, o.traceparent, o.waited
+     FROM (SELECT 1) AS one
+     LEFT JOIN LATERAL (
+         SELECT o.id, o.event_id, o.topic, o.key, o.event_type, o.payload, o.traceparent,
+                extract(epoch FROM clock_timestamp() - o.created_at)::float8 AS waited
+         FROM cursor c
+         JOIN outbox o ON o.txid >= pg_snapshot_xmin(c.lo) AND o.txid < pg_snapshot_xmax(c.hi)
+         WHERE pg_visible_in_snapshot(o.txid, c.hi)
+           AND NOT pg_visible_in_snapshot(o.txid, c.lo)
+           AND o.id > c.after_id
+         ORDER BY o.id
+         LIMIT $3::bigint) o ON true";
+
+/// Moves the cursor: past `$3` within the window, or (`$2`) closes the
+/// window. Also renews the lease. Fenced by the holder: a relay that lost
+/// the lease moves nothing.
+const ADVANCE: &str = "UPDATE outbox_relay
+     SET lo = CASE WHEN $2 THEN hi ELSE lo END,
+         hi = CASE WHEN $2 THEN NULL ELSE hi END,
+         after_id = CASE WHEN $2 THEN 0 ELSE $3::bigint END,
+         leased_until = clock_timestamp() + $4::bigint * interval '1 millisecond'
+     WHERE holder = $1";
+
+/// Extends the holder's lease while the broker answers.
+const RENEW: &str = "UPDATE outbox_relay
+     SET leased_until = clock_timestamp() + $2::bigint * interval '1 millisecond'
+     WHERE holder = $1";
+
+/// Extends the lease of retried rows still being published.
+const RENEW_ROWS: &str =
+    "UPDATE outbox SET retry_at = clock_timestamp() + $2::bigint * interval '1 millisecond'
+     WHERE id = ANY($1) AND retry_at IS NOT NULL";
+
+/// Which lease a publish renews while the broker answers.
+#[derive(Debug, Clone, Copy)]
+enum Lease {
+    /// The cursor's (a pass over the window).
+    Cursor,
+    /// The retried rows' own (`retry_at`).
+    Rows,
+}
+
+/// Lets the cursor go on shutdown, so another replica takes it at once.
+const RELEASE: &str =
+    "UPDATE outbox_relay SET holder = NULL, leased_until = NULL WHERE holder = $1";
+
+/// Claims set-aside rows whose backoff is over; `retry_at` is their lease.
+const RETRY_CLAIM: &str =
+    "UPDATE outbox SET retry_at = clock_timestamp() + $2::bigint * interval '1 millisecond'
      WHERE id IN (
          SELECT id FROM outbox
-         WHERE published_at IS NULL AND parked_at IS NULL
-           AND (claimed_until IS NULL OR claimed_until < clock_timestamp())
+         WHERE retry_at <= clock_timestamp() AND parked_at IS NULL
          ORDER BY id LIMIT $1
          FOR UPDATE SKIP LOCKED)
-     RETURNING id, event_id, topic, key, event_type, payload, traceparent";
+     RETURNING id, event_id, topic, key, event_type, payload, traceparent,
+               extract(epoch FROM clock_timestamp() - created_at)::float8 AS waited";
 
-/// Returns each row's seconds from its insert (`created_at`, the writing
-/// transaction's `clock_timestamp()`) to now: the publish delay.
-const MARK_PUBLISHED: &str = "UPDATE outbox
-     SET published_at = clock_timestamp(), attempts = attempts + 1, last_error = NULL, claimed_until = NULL
-     WHERE id = ANY($1)
-     RETURNING extract(epoch FROM published_at - created_at)::float8";
+/// A retried row went out.
+const RETRY_PUBLISHED: &str = "UPDATE outbox
+     SET retry_at = NULL, published_at = clock_timestamp(), attempts = attempts + 1, last_error = NULL
+     WHERE id = ANY($1)";
 
-/// Extends the lease of rows still being published.
-const RENEW: &str =
-    "UPDATE outbox SET claimed_until = clock_timestamp() + $2::bigint * interval '1 millisecond'
-     WHERE id = ANY($1) AND published_at IS NULL";
+/// Retried rows that failed for the broker's sake: due again at once (the
+/// relay itself backs off).
+const RETRY_RELEASE: &str =
+    "UPDATE outbox SET retry_at = clock_timestamp(), last_error = $2 WHERE id = ANY($1)";
 
-/// Releases rows of a batch that failed as a whole: the broker, not the rows.
-const RELEASE: &str = "UPDATE outbox SET claimed_until = NULL, last_error = $2 WHERE id = ANY($1)";
-
-/// A row that failed while others were delivered: its own backoff, parked at the limit.
-const ROW_FAILED: &str = "UPDATE outbox
+/// A row refused for itself: its own backoff, parked at the limit.
+const SET_ASIDE: &str = "UPDATE outbox
      SET attempts = attempts + 1, last_error = $2,
-         claimed_until = clock_timestamp() + least(power(2, attempts) * 100, 60000) * interval '1 millisecond',
+         retry_at = CASE WHEN attempts + 1 >= $3 THEN NULL
+                         ELSE clock_timestamp() + least(power(2, attempts) * 100, 60000) * interval '1 millisecond' END,
          parked_at = CASE WHEN attempts + 1 >= $3 THEN clock_timestamp() END
      WHERE id = $1
      RETURNING parked_at IS NOT NULL";
@@ -163,6 +238,8 @@ struct Pending {
     event_type: String,
     payload: Vec<u8>,
     traceparent: Option<String>,
+    /// Seconds from the row's insert to its read.
+    waited: f64,
 }
 
 impl TryFrom<&tokio_postgres::Row> for Pending {
@@ -177,8 +254,29 @@ impl TryFrom<&tokio_postgres::Row> for Pending {
             event_type: r.try_get("event_type")?,
             payload: r.try_get("payload")?,
             traceparent: r.try_get("traceparent")?,
+            waited: r.try_get("waited")?,
         })
     }
+}
+
+/// What one pass over the window did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pass {
+    /// This relay holds the cursor.
+    holding: bool,
+    /// Rows that went out.
+    published: usize,
+    /// The batch was full: more may be waiting.
+    full: bool,
+}
+
+/// The outcome of publishing a batch: which rows went out, which the
+/// broker refused for themselves, and the first row that failed for the
+/// broker's sake (everything from there on must be tried again).
+struct Sent<'a> {
+    published: Vec<&'a Pending>,
+    refused: Vec<(&'a Pending, KafkaError)>,
+    broker_failed: Vec<(&'a Pending, KafkaError)>,
 }
 
 /// Publishes the outbox of one database.
@@ -188,12 +286,15 @@ pub struct Relay {
     producer: FutureProducer,
     config: RelayConfig,
     wake: RelayWake,
+    /// This relay's name on the cursor's lease.
+    holder: Uuid,
 }
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Relay")
             .field("config", &self.config)
+            .field("holder", &self.holder)
             .finish_non_exhaustive()
     }
 }
@@ -207,17 +308,112 @@ impl Relay {
             producer,
             config,
             wake,
+            holder: Uuid::new_v4(),
         }
     }
 
-    /// One pass: claims, publishes and marks one batch; returns how many
-    /// events were published. `Err` only when nothing could be published.
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// One pass over the window: reads, publishes and advances one batch;
+    /// returns how many events were published (0 also when another relay
+    /// holds the cursor). `Err` only when nothing could be published.
     pub async fn publish_batch(&self) -> Result<usize, RelayError> {
+        Ok(self.pass().await?.published)
+    }
+
+    async fn pass(&self) -> Result<Pass, RelayError> {
         let client = self.pool.get().await?;
-        let claim = client.prepare_cached(CLAIM).await?;
-        let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
+        let window = client.prepare_cached(WINDOW).await?;
         let rows = client
-            .query(&claim, &[&self.config.batch_size, &lease_ms])
+            .query(
+                &window,
+                &[&self.holder, &self.lease_ms(), &self.config.batch_size],
+            )
+            .await?;
+        let holding = match rows.first() {
+            Some(row) => row.try_get::<_, bool>("holding")?,
+            None => false,
+        };
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<_, Option<i64>>("id")?.is_some() {
+                pending.push(Pending::try_from(row)?);
+            }
+        }
+        if !holding {
+            return Ok(Pass {
+                holding,
+                published: 0,
+                full: false,
+            });
+        }
+        let full = i64::try_from(pending.len()).unwrap_or(i64::MAX) >= self.config.batch_size;
+        let read_at = std::time::Instant::now();
+        let sent = self.send_all(&client, &pending, Lease::Cursor).await;
+        let published = sent.published.len();
+        self.record_published(&sent, read_at.elapsed().as_secs_f64());
+
+        // The rows the broker refused for themselves go to the retry path,
+        // before the cursor moves past them.
+        let mut set_aside = 0;
+        let first_broker_failure = sent.broker_failed.iter().map(|(p, _)| p.id).min();
+        for (p, error) in &sent.refused {
+            if first_broker_failure.is_some_and(|first| p.id > first) {
+                continue; // read again with the rest, next pass
+            }
+            self.set_aside(&client, p, error).await?;
+            set_aside += 1;
+        }
+        // Advance to just before the first row the broker failed on, or
+        // through the batch; a short batch that all went out closes the window.
+        let through = match first_broker_failure {
+            Some(first) => pending.iter().map(|p| p.id).filter(|id| *id < first).max(),
+            None => pending.last().map(|p| p.id),
+        };
+        let closes = first_broker_failure.is_none() && !full;
+        if closes || through.is_some() {
+            let advance = client.prepare_cached(ADVANCE).await?;
+            let moved = client
+                .execute(
+                    &advance,
+                    &[
+                        &self.holder,
+                        &closes,
+                        &through.unwrap_or(0),
+                        &self.lease_ms(),
+                    ],
+                )
+                .await?;
+            if moved == 0 {
+                tracing::warn!("the relay lost the outbox cursor's lease; another relay publishes");
+            }
+        }
+        if let Some((_, first)) = sent.broker_failed.first()
+            && published == 0
+            && set_aside == 0
+        {
+            return Err(RelayError::Publish {
+                failed: sent.broker_failed.len(),
+                first: first.clone(),
+            });
+        }
+        Ok(Pass {
+            holding,
+            published,
+            full: full && first_broker_failure.is_none(),
+        })
+    }
+
+    /// One pass of the retry path: publishes set-aside rows whose backoff
+    /// is over (any relay may, the rows are claimed one by one); returns
+    /// how many went out. `Err` only when nothing could be published.
+    pub async fn retry_batch(&self) -> Result<usize, RelayError> {
+        let client = self.pool.get().await?;
+        let claim = client.prepare_cached(RETRY_CLAIM).await?;
+        let rows = client
+            .query(&claim, &[&self.config.batch_size, &self.lease_ms()])
             .await?;
         if rows.is_empty() {
             return Ok(0);
@@ -228,19 +424,54 @@ impl Relay {
             .collect::<Result<Vec<_>, _>>()?;
         // RETURNING has no order: publish in outbox order.
         pending.sort_by_key(|p| p.id);
+        let read_at = std::time::Instant::now();
+        let sent = self.send_all(&client, &pending, Lease::Rows).await;
+        self.record_published(&sent, read_at.elapsed().as_secs_f64());
+        if !sent.published.is_empty() {
+            let ids: Vec<i64> = sent.published.iter().map(|p| p.id).collect();
+            client.execute(RETRY_PUBLISHED, &[&ids]).await?;
+        }
+        for (p, error) in &sent.refused {
+            self.set_aside(&client, p, error).await?;
+        }
+        if let Some((_, first)) = sent.broker_failed.first() {
+            let ids: Vec<i64> = sent.broker_failed.iter().map(|(p, _)| p.id).collect();
+            client
+                .execute(RETRY_RELEASE, &[&ids, &first.to_string()])
+                .await?;
+            if sent.published.is_empty() && sent.refused.is_empty() {
+                return Err(RelayError::Publish {
+                    failed: sent.broker_failed.len(),
+                    first: first.clone(),
+                });
+            }
+        }
+        Ok(sent.published.len())
+    }
 
+    /// Publishes `pending` and awaits every delivery report, renewing the
+    /// `lease` meanwhile.
+    async fn send_all<'a>(
+        &self,
+        client: &deadpool_postgres::Object,
+        pending: &'a [Pending],
+        lease: Lease,
+    ) -> Sent<'a> {
         let deliveries = futures::future::join_all(pending.iter().map(|p| self.send(p)));
         let deliveries = {
             let ids: Vec<i64> = pending.iter().map(|p| p.id).collect();
-            let mut renew =
+            let mut tick =
                 tokio::time::interval((self.config.lease / 3).max(Duration::from_millis(10)));
-            renew.tick().await; // the claim itself was the first
+            tick.tick().await; // the read itself was the first
             tokio::pin!(deliveries);
             loop {
                 tokio::select! {
                     delivered = &mut deliveries => break delivered,
-                    _ = renew.tick() => {
-                        let renewed = client.execute(RENEW, &[&ids, &lease_ms]).await;
+                    _ = tick.tick() => {
+                        let renewed = match lease {
+                            Lease::Cursor => client.execute(RENEW, &[&self.holder, &self.lease_ms()]).await,
+                            Lease::Rows => client.execute(RENEW_ROWS, &[&ids, &self.lease_ms()]).await,
+                        };
                         if let Err(e) = renewed {
                             tracing::warn!(error = %e, "cannot renew the relay's lease");
                         }
@@ -248,61 +479,54 @@ impl Relay {
                 }
             }
         };
-        let mut published = Vec::with_capacity(pending.len());
-        let mut failed = Vec::new();
+        let mut sent = Sent {
+            published: Vec::with_capacity(pending.len()),
+            refused: Vec::new(),
+            broker_failed: Vec::new(),
+        };
         for (p, delivery) in pending.iter().zip(deliveries) {
             match delivery {
-                Ok(()) => published.push(p.id),
-                Err(e) => failed.push((p.id, e)),
+                Ok(()) => sent.published.push(p),
+                // Only an error about the message itself counts toward
+                // parking it; anything else (a timeout, a partition
+                // without a leader, the broker down) is the broker's
+                // trouble: try again.
+                Err(e) if is_about_the_message(&e) => sent.refused.push((p, e)),
+                Err(e) => sent.broker_failed.push((p, e)),
             }
         }
-        if !published.is_empty() {
-            let mark = client.prepare_cached(MARK_PUBLISHED).await?;
-            for row in client.query(&mark, &[&published]).await? {
-                if let Ok(delay) = row.try_get::<_, f64>(0) {
-                    metrics::histogram!("shop_outbox_publish_delay_seconds").record(delay);
-                }
-            }
-            metrics::counter!("shop_outbox_published_total").increment(published.len() as u64);
+        sent
+    }
+
+    fn record_published(&self, sent: &Sent<'_>, since_read: f64) {
+        for p in &sent.published {
+            metrics::histogram!("shop_outbox_publish_delay_seconds").record(p.waited + since_read);
         }
-        metrics::counter!("shop_outbox_publish_failures_total").increment(failed.len() as u64);
-        let Some((_, first)) = failed.first() else {
-            return Ok(published.len());
-        };
-        // Only an error about the message itself counts toward parking it;
-        // anything else (a timeout, a partition without a leader, the
-        // broker down) is the broker's trouble: release and retry.
-        let (own, broker): (Vec<_>, Vec<_>) =
-            failed.iter().partition(|(_, e)| is_about_the_message(e));
-        if !broker.is_empty() {
-            let ids: Vec<i64> = broker.iter().map(|(id, _)| *id).collect();
-            let release = client.prepare_cached(RELEASE).await?;
-            client
-                .execute(&release, &[&ids, &first.to_string()])
-                .await?;
+        metrics::counter!("shop_outbox_published_total").increment(sent.published.len() as u64);
+        metrics::counter!("shop_outbox_publish_failures_total")
+            .increment((sent.refused.len() + sent.broker_failed.len()) as u64);
+    }
+
+    async fn set_aside(
+        &self,
+        client: &deadpool_postgres::Object,
+        p: &Pending,
+        error: &KafkaError,
+    ) -> Result<(), RelayError> {
+        let parked: bool = client
+            .query_one(
+                SET_ASIDE,
+                &[&p.id, &error.to_string(), &self.config.max_attempts],
+            )
+            .await?
+            .try_get(0)?;
+        if parked {
+            metrics::counter!("shop_outbox_parked_total").increment(1);
+            tracing::error!(outbox_id = p.id, %error, "outbox row parked after repeated publish failures");
+        } else {
+            tracing::warn!(outbox_id = p.id, %error, "outbox row not published, retrying it later");
         }
-        if published.is_empty() && own.is_empty() {
-            return Err(RelayError::Publish {
-                failed: failed.len(),
-                first: first.clone(),
-            });
-        }
-        for (id, error) in own {
-            let parked: bool = client
-                .query_one(
-                    ROW_FAILED,
-                    &[id, &error.to_string(), &self.config.max_attempts],
-                )
-                .await?
-                .try_get(0)?;
-            if parked {
-                metrics::counter!("shop_outbox_parked_total").increment(1);
-                tracing::error!(outbox_id = id, %error, "outbox row parked after repeated publish failures");
-            } else {
-                tracing::warn!(outbox_id = id, %error, "outbox row not published, retrying it later");
-            }
-        }
-        Ok(published.len())
+        Ok(())
     }
 
     /// Publishes one row as a PRODUCER span, child of the context stored
@@ -356,6 +580,8 @@ impl Relay {
     /// come back full; after a short batch the relay waits for a wake-up
     /// (this process's writers, a NOTIFY from outside, or the polling
     /// interval); it backs off only after a pass that published nothing.
+    /// Once per polling interval it also retries set-aside rows. On
+    /// shutdown it releases the cursor.
     /// Returns an error only when the producer meets a fatal error (the
     /// service then stops, and its supervisor restarts it).
     pub async fn run(
@@ -365,21 +591,35 @@ impl Relay {
     ) -> Result<(), RelayError> {
         let mut notifications = listener.subscribe();
         let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
-        let full = usize::try_from(self.config.batch_size).unwrap_or(usize::MAX);
         let mut outcome = Ok(());
+        // Set-aside rows are looked for once per polling interval: their
+        // own backoff is at least that coarse, and the window's passes
+        // stay one statement each way.
+        let mut retries_due = tokio::time::Instant::now();
+        let mut woken_here = false;
         while !shutdown.is_cancelled() {
             if let Some((code, reason)) = self.producer.client().fatal_error() {
                 outcome = Err(RelayError::Fatal(format!("{code:?}: {reason}")));
                 break;
             }
-            let pause = match self.publish_batch().await {
-                Ok(n) if n >= full => {
+            if tokio::time::Instant::now() >= retries_due {
+                retries_due = tokio::time::Instant::now() + self.config.poll_interval;
+                if let Err(e) = self.retry_batch().await {
+                    tracing::warn!(error = %e, "set-aside outbox rows not published yet");
+                }
+            }
+            let pause = match self.pass().await {
+                Ok(pass) if pass.full => {
                     backoff.reset();
                     continue;
                 }
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::debug!(published = n, "outbox batch published");
+                Ok(pass) => {
+                    if pass.published > 0 {
+                        tracing::debug!(published = pass.published, "outbox batch published");
+                    }
+                    if !pass.holding && woken_here {
+                        // Our writers' rows are the holder's to publish: wake it.
+                        self.notify_holder().await;
                     }
                     backoff.reset();
                     self.config.poll_interval
@@ -393,10 +633,11 @@ impl Relay {
                     }
                 }
             };
+            woken_here = false;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(pause) => {}
-                _ = self.wake.woken() => {}
+                _ = self.wake.woken() => woken_here = true,
                 _ = outbox_notified(&mut notifications) => {}
             }
         }
@@ -406,8 +647,40 @@ impl Relay {
         if let Ok(Err(e)) = flushed {
             tracing::warn!(error = %e, "producer flush on shutdown failed");
         }
+        self.release().await;
         tracing::info!("outbox relay stopped");
         outcome
+    }
+
+    /// A NOTIFY on [`CHANNEL`]: the relay holding the cursor, in another
+    /// process, makes a pass now rather than at its next poll.
+    async fn notify_holder(&self) {
+        let notified = match self.pool.get().await {
+            Ok(client) => client
+                .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+                .await
+                .map(|_| ())
+                .map_err(DbError::from),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = notified {
+            tracing::debug!(error = %e, "cannot wake the relay holding the outbox cursor");
+        }
+    }
+
+    /// Gives up the cursor's lease, if this relay holds it.
+    async fn release(&self) {
+        let released = match self.pool.get().await {
+            Ok(client) => client
+                .execute(RELEASE, &[&self.holder])
+                .await
+                .map(|_| ())
+                .map_err(DbError::from),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "cannot release the outbox cursor; its lease will expire");
+        }
     }
 }
 

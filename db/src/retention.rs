@@ -106,9 +106,15 @@ pub const MESSAGING: [Sweep; 3] = [
     Sweep {
         name: "published outbox rows",
         age: Age::Outbox,
+        // Published: behind the relay's cursor and not waiting for a
+        // retry (a retried row that went out has `retry_at` cleared).
+        // Oldest first, by id: parked and set-aside rows stay.
         sql: "DELETE FROM outbox WHERE id IN (
-                  SELECT id FROM outbox
-                  WHERE published_at < now() - $1::bigint * interval '1 millisecond'
+                  SELECT o.id FROM outbox o CROSS JOIN outbox_relay c
+                  WHERE o.created_at < now() - $1::bigint * interval '1 millisecond'
+                    AND o.parked_at IS NULL AND o.retry_at IS NULL
+                    AND pg_visible_in_snapshot(o.txid, c.lo)
+                  ORDER BY o.id
                   LIMIT $2)",
     },
     Sweep {

@@ -172,11 +172,11 @@ pub async fn diagnose(orders: &Pool, payments: &Pool) -> String {
     const ORDERS: &str = "SELECT format('orders: %s not final, %s final; outbox %s/%s unpublished; inbox %s; dead letters %s',
         (SELECT count(*) FROM orders WHERE status IN ('NEW', 'CANCELLING', 'REFUNDING')),
         (SELECT count(*) FROM orders WHERE status IN ('FINISHED', 'CANCELLED', 'REFUNDED')),
-        (SELECT count(*) FROM outbox WHERE published_at IS NULL), (SELECT count(*) FROM outbox),
+        (SELECT count(*) FROM outbox_pending), (SELECT count(*) FROM outbox),
         (SELECT count(*) FROM inbox), (SELECT count(*) FROM dead_letters))";
     const PAYMENTS: &str = "SELECT format('payments: %s ledger rows; outbox %s/%s unpublished; inbox %s; dead letters %s',
         (SELECT count(*) FROM payments),
-        (SELECT count(*) FROM outbox WHERE published_at IS NULL), (SELECT count(*) FROM outbox),
+        (SELECT count(*) FROM outbox_pending), (SELECT count(*) FROM outbox),
         (SELECT count(*) FROM inbox), (SELECT count(*) FROM dead_letters))";
     let mut out = Vec::new();
     for (pool, sql) in [(orders, ORDERS), (payments, PAYMENTS)] {

@@ -86,10 +86,7 @@ async fn each_step_publishes_one_batch_in_outbox_order_and_only_committed_rows()
         assert!(headers::trace_id(&traceparent).is_some(), "{traceparent}");
     }
     let unpublished: i64 = client
-        .query_one(
-            "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM outbox_pending", &[])
         .await
         .expect("count")
         .get(0);
@@ -153,7 +150,7 @@ async fn a_row_that_keeps_failing_is_parked_and_the_rest_still_publish() {
 }
 
 #[tokio::test]
-async fn a_broker_that_cannot_be_reached_parks_nothing_and_releases_the_claim() {
+async fn a_broker_that_cannot_be_reached_parks_nothing_and_the_cursor_stays_before_the_row() {
     let config = RelayConfig {
         max_attempts: 1,
         ..RelayConfig::default()
@@ -180,7 +177,9 @@ async fn a_broker_that_cannot_be_reached_parks_nothing_and_releases_the_claim() 
     assert!(outcome.is_err(), "nothing was published: {outcome:?}");
     let row = client
         .query_one(
-            "SELECT published_at IS NULL, parked_at IS NULL, claimed_until IS NULL, attempts FROM outbox",
+            "SELECT published_at IS NULL, parked_at IS NULL,
+                    retry_at IS NULL AND id IN (SELECT id FROM outbox_pending), attempts
+             FROM outbox",
             &[],
         )
         .await
@@ -192,7 +191,7 @@ async fn a_broker_that_cannot_be_reached_parks_nothing_and_releases_the_claim() 
     );
     assert!(
         row.get::<_, bool>(2),
-        "the claim is released for the next pass"
+        "still ahead of the cursor, for the next pass, and not set aside"
     );
     assert_eq!(
         row.get::<_, i32>(3),
@@ -201,9 +200,9 @@ async fn a_broker_that_cannot_be_reached_parks_nothing_and_releases_the_claim() 
     );
 }
 
-/// The relay renews its lease while the broker is slow to answer: a second
-/// relay over the same outbox claims nothing for as long as the first one
-/// awaits its delivery reports, however many leases that takes.
+/// The relay renews the cursor's lease while the broker is slow to answer:
+/// a second relay over the same outbox reads nothing for as long as the
+/// first one awaits its delivery reports, however many leases that takes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_publish_keeps_its_lease_and_is_never_claimed_twice() {
     let mock = shop_testkit::MockKafka::start(1);
@@ -240,15 +239,15 @@ async fn a_slow_publish_keeps_its_lease_and_is_never_claimed_twice() {
     let started = std::time::Instant::now();
     let publishing = tokio::spawn(async move { first.publish_batch().await });
     shop_testkit::eventually(
-        "the first relay's claim",
+        "the first relay's lease on the cursor",
         Duration::from_secs(10),
         || async {
-            let claimed = shop_testkit::scalar(
+            let held = shop_testkit::scalar(
                 &pool,
-                "SELECT count(*) FROM outbox WHERE claimed_until IS NOT NULL",
+                "SELECT count(*) FROM outbox_relay WHERE holder IS NOT NULL",
             )
             .await;
-            (claimed == 1).then_some(())
+            (held == 1).then_some(())
         },
     )
     .await;
@@ -256,7 +255,7 @@ async fn a_slow_publish_keeps_its_lease_and_is_never_claimed_twice() {
         assert_eq!(
             second.publish_batch().await.expect("second relay"),
             0,
-            "the row was claimed again while its publish was in flight"
+            "the row was read again while its publish was in flight"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -294,16 +293,16 @@ async fn every_message_carries_exactly_one_traceparent_even_when_published_again
         .await
         .expect("replayed row");
     assert_eq!(relay.publish_batch().await.expect("step"), 2);
-    // The traced row is released and published a second time (as after a
-    // lost acknowledgement): its message is built afresh.
+    // The traced row is published a second time, through the retry path
+    // (as after a lost acknowledgement): its message is built afresh.
     client
         .execute(
-            "UPDATE outbox SET published_at = NULL WHERE event_id = $1",
+            "UPDATE outbox SET retry_at = now() WHERE event_id = $1",
             &[&traced.event_id],
         )
         .await
-        .expect("released");
-    assert_eq!(relay.publish_batch().await.expect("step again"), 1);
+        .expect("set aside");
+    assert_eq!(relay.retry_batch().await.expect("retried"), 1);
 
     let records = read_topic(&kafka, &topic, 3, Duration::from_secs(30)).await;
     for record in &records {
@@ -323,4 +322,136 @@ async fn every_message_carries_exactly_one_traceparent_even_when_published_again
         .filter_map(|r| headers::get(r, headers::TRACEPARENT))
         .collect();
     assert_eq!(traced_ids, vec![tx_traceparent.clone(), tx_traceparent]);
+}
+
+/// The case a cursor on ids alone gets wrong: a transaction that took its
+/// id first but commits last. The relay publishes the later commit at once
+/// and the earlier id once it commits, in the next window.
+#[tokio::test]
+async fn a_row_that_commits_after_a_later_id_is_published_in_the_next_window() {
+    let (_db, pool, kafka, relay) = relay_on_fresh_topic(RelayConfig::default()).await;
+    let topic = kafka.topics.requests.clone();
+    let (slow_event, quick_event) = (event(&topic, "user-a", 1), event(&topic, "user-b", 2));
+    let mut slow_client = pool.get().await.expect("conn");
+    let slow = slow_client.transaction().await.expect("tx");
+    outbox::enqueue_all(&slow, std::slice::from_ref(&slow_event))
+        .await
+        .expect("enqueued first");
+    let quick_client = pool.get().await.expect("conn");
+    outbox::enqueue_all(&quick_client, std::slice::from_ref(&quick_event))
+        .await
+        .expect("enqueued and committed second");
+
+    assert_eq!(
+        relay.publish_batch().await.expect("step"),
+        1,
+        "the committed one"
+    );
+    assert_eq!(relay.publish_batch().await.expect("step"), 0);
+    slow.commit().await.expect("commit");
+    assert_eq!(
+        relay.publish_batch().await.expect("step"),
+        1,
+        "the late one"
+    );
+    assert_eq!(relay.publish_batch().await.expect("step"), 0);
+
+    let records = read_topic(&kafka, &topic, 2, Duration::from_secs(30)).await;
+    let ids: Vec<String> = records
+        .iter()
+        .map(|r| headers::get(r, headers::EVENT_ID).expect("event-id"))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            quick_event.event_id.to_string(),
+            slow_event.event_id.to_string()
+        ]
+    );
+    let pending = shop_testkit::scalar(&pool, "SELECT count(*) FROM outbox_pending").await;
+    assert_eq!(pending, 0);
+}
+
+/// A relay that dies holding the cursor (no release) blocks the others
+/// only until its lease runs out; then another relay publishes.
+#[tokio::test]
+async fn a_dead_holders_cursor_is_taken_over_when_its_lease_runs_out() {
+    let config = RelayConfig {
+        lease: Duration::from_secs(3),
+        ..RelayConfig::default()
+    };
+    let (_db, pool, kafka, first) = relay_on_fresh_topic(config.clone()).await;
+    let topic = kafka.topics.requests.clone();
+    let second = Relay::new(
+        pool.clone(),
+        kafka.producer().expect("producer"),
+        config,
+        RelayWake::new(),
+    );
+    assert_eq!(first.publish_batch().await.expect("takes the cursor"), 0);
+    drop(first); // killed: it never releases the lease
+    let client = pool.get().await.expect("conn");
+    outbox::enqueue_all(&client, &[event(&topic, "user-a", 1)])
+        .await
+        .expect("enqueued");
+    assert_eq!(
+        second.publish_batch().await.expect("step"),
+        0,
+        "the lease still holds"
+    );
+    let published = shop_testkit::eventually(
+        "the second relay to take the cursor",
+        Duration::from_secs(10),
+        || async { second.publish_batch().await.ok().filter(|n| *n > 0) },
+    )
+    .await;
+    assert_eq!(published, 1);
+    read_topic(&kafka, &topic, 1, Duration::from_secs(30)).await;
+}
+
+/// A row the broker refuses is set aside and the cursor moves on; the
+/// retry path tries it again on its own backoff and parks it at the limit.
+#[tokio::test]
+async fn a_refused_row_is_retried_on_its_own_backoff_then_parked() {
+    let config = RelayConfig {
+        max_attempts: 3,
+        ..RelayConfig::default()
+    };
+    let (_db, pool, kafka, relay) = relay_on_fresh_topic(config).await;
+    let topic = kafka.topics.requests.clone();
+    let mut too_large = event(&topic, "user-d", 1);
+    too_large.payload = vec![0; 2 * 1024 * 1024];
+    let client = pool.get().await.expect("conn");
+    outbox::enqueue_all(&client, &[too_large, event(&topic, "user-d", 2)])
+        .await
+        .expect("enqueued");
+
+    assert_eq!(
+        relay.publish_batch().await.expect("step"),
+        1,
+        "the good one"
+    );
+    let state = "SELECT attempts, retry_at IS NOT NULL, parked_at IS NOT NULL,
+                        (SELECT count(*) FROM outbox_pending)
+                 FROM outbox ORDER BY id LIMIT 1";
+    let row = client.query_one(state, &[]).await.expect("row");
+    assert_eq!(row.get::<_, i32>(0), 1);
+    assert!(row.get::<_, bool>(1), "set aside with a backoff");
+    assert_eq!(row.get::<_, i64>(3), 1, "only the set-aside row is pending");
+
+    for attempts in [2, 3] {
+        client
+            .execute(
+                "UPDATE outbox SET retry_at = now() WHERE retry_at IS NOT NULL",
+                &[],
+            )
+            .await
+            .expect("due now");
+        assert_eq!(relay.retry_batch().await.expect("retried"), 0);
+        let row = client.query_one(state, &[]).await.expect("row");
+        assert_eq!(row.get::<_, i32>(0), attempts);
+    }
+    let row = client.query_one(state, &[]).await.expect("row");
+    assert!(!row.get::<_, bool>(1) && row.get::<_, bool>(2), "parked");
+    assert_eq!(row.get::<_, i64>(3), 0, "a parked row is not pending");
 }

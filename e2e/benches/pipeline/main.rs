@@ -271,7 +271,15 @@ impl Bench {
     async fn run(&self, mode: Mode, rate: f64, duration: Duration) -> Step {
         let target = self.target(mode);
         let dbs = (&self.orders_db, &self.payments_db);
-        run_step(&target, &self.users, dbs, rate, duration).await
+        run_step(
+            &target,
+            &self.users,
+            dbs,
+            self.stack.metrics,
+            rate,
+            duration,
+        )
+        .await
     }
 
     /// Records this stack's peak memory into `peaks` and stops it.
@@ -430,9 +438,9 @@ async fn open_accounts(stack: &Stack, funded: usize, broke: usize) -> Users {
 /// Old, settled history in both databases, as after months of trading.
 async fn fill_history(orders_db: &shop_db::Pool, payments_db: &shop_db::Pool, rows: u64) {
     let messaging = format!(
-        "INSERT INTO outbox (event_id, topic, key, event_type, payload, created_at, published_at, attempts)
+        "INSERT INTO outbox (event_id, topic, key, event_type, payload, created_at, published_at, attempts, txid)
            SELECT gen_random_uuid(), 'history', '\\x00'::bytea, 'history', '\\x00'::bytea,
-                  now() - interval '1 day', now() - interval '1 day', 1
+                  now() - interval '1 day', now() - interval '1 day', 1, '0'::xid8
            FROM generate_series(1, {rows});
          INSERT INTO inbox (event_id, topic, partition, \"offset\")
            SELECT gen_random_uuid(), 'history', 0, g FROM generate_series(1, {rows}) AS g;"

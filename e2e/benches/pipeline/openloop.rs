@@ -13,8 +13,9 @@ use shop_proto::orders::{CreateOrderRequest, OrderStatus, WatchOrderRequest};
 use shop_proto::payments::TopUpRequest;
 use shop_proto::payments::payments_client::PaymentsClient;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tonic::transport::Channel;
@@ -140,20 +141,25 @@ enum Outcome {
 }
 
 /// Runs `rate` orders per second for `duration` against `target`, waits for
-/// them to settle and reads their latencies from `orders_db`.
+/// them to settle and reads their latencies from `orders_db`, and the
+/// relays' from the services' metrics endpoints (`metrics`: orders, payments).
 pub async fn run_step(
     target: &Target,
     users: &Users,
-    (orders_db, payments_db): (&Pool, &Pool),
+    (orders_db, _payments_db): (&Pool, &Pool),
+    metrics: (SocketAddr, SocketAddr),
     rate: f64,
     duration: Duration,
 ) -> Step {
+    let delays_before = (
+        publish_delays(metrics.0).await,
+        publish_delays(metrics.1).await,
+    );
     let tag = format!(
         "bench {} {rate} {}",
         target.name(),
         uuid::Uuid::new_v4().simple()
     );
-    let began = SystemTime::now();
     let arrivals = (rate * duration.as_secs_f64()).round() as usize;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now() + Duration::from_millis(20);
@@ -233,8 +239,8 @@ pub async fn run_step(
         table: table_latency(orders_db, &ids).await,
         watched: percentiles(&watched),
         relay_p50_ms: (
-            relay_p50(orders_db, began).await,
-            relay_p50(payments_db, began).await,
+            median_ms(&delays_before.0, &publish_delays(metrics.0).await),
+            median_ms(&delays_before.1, &publish_delays(metrics.1).await),
         ),
     }
 }
@@ -434,19 +440,62 @@ async fn table_latency(db: &Pool, ids: &[uuid::Uuid]) -> Latency {
     }
 }
 
-async fn relay_p50(db: &Pool, since: SystemTime) -> f64 {
-    let Ok(client) = db.get().await else {
+/// The cumulative buckets `(le, count)` of a service's
+/// `shop_outbox_publish_delay_seconds` (its relay's commit → publish).
+async fn publish_delays(addr: SocketAddr) -> Vec<(f64, f64)> {
+    let text = shop_e2e::stack::Stack::scrape(addr).await;
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("shop_outbox_publish_delay_seconds_bucket{")?;
+            let (labels, count) = rest.split_once("} ")?;
+            let le = labels
+                .split(',')
+                .find_map(|label| label.trim().strip_prefix("le=\""))?
+                .trim_end_matches('"');
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The median, in ms, of what was recorded between two scrapes of a
+/// histogram, interpolated within its bucket (0 when nothing was).
+fn median_ms(before: &[(f64, f64)], after: &[(f64, f64)]) -> f64 {
+    let counts: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let earlier = before
+                .iter()
+                .find(|(b, _)| b == le)
+                .map_or(0.0, |(_, m)| *m);
+            (*le, n - earlier)
+        })
+        .collect();
+    let total = counts.last().map_or(0.0, |(_, n)| *n);
+    if total <= 0.0 {
         return 0.0;
-    };
-    client
-        .query_one(
-            "/* bench */ SELECT coalesce(percentile_cont(0.5) WITHIN GROUP
-                        (ORDER BY extract(epoch FROM published_at - created_at) * 1000), 0)::float8
-             FROM outbox WHERE created_at >= $1 AND published_at IS NOT NULL",
-            &[&since],
-        )
-        .await
-        .map_or(0.0, |row| row.get(0))
+    }
+    let half = total / 2.0;
+    let mut lower = (0.0, 0.0);
+    for (le, n) in counts {
+        if n >= half {
+            if le.is_infinite() {
+                return lower.0 * 1000.0;
+            }
+            let fraction = if n > lower.1 {
+                (half - lower.1) / (n - lower.1)
+            } else {
+                0.0
+            };
+            return (lower.0 + (le - lower.0) * fraction) * 1000.0;
+        }
+        lower = (le, n);
+    }
+    0.0
 }
 
 /// Percentiles of sorted milliseconds.

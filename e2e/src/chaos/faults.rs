@@ -149,11 +149,12 @@ async fn apply(
             } else {
                 stack.payments_db.config()
             };
-            // As if a relay had published and crashed before marking them.
+            // As if a relay had published and crashed before moving its
+            // cursor: the last 20 rows go out again, through the retry path.
             execute(
                 &db.url,
-                "UPDATE outbox SET published_at = NULL WHERE id IN (
-                     SELECT id FROM outbox WHERE published_at IS NOT NULL ORDER BY id DESC LIMIT 20)",
+                "UPDATE outbox SET retry_at = now() WHERE id IN (
+                     SELECT id FROM outbox WHERE parked_at IS NULL ORDER BY id DESC LIMIT 20)",
             )
             .await;
         }
