@@ -49,7 +49,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         "health" => {
             let config = GatewayConfig::from_env(&Env::from_process(PREFIX))?;
             startup::check_health(config.listen_addr).await?;
-            println!("ok");
+            println!("SERVING");
             Ok(())
         }
         _ => Err(command.unknown("`serve`, `openapi`, `token <user_id>` or `health`")),

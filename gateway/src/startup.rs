@@ -29,7 +29,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes::api().split_for_parts().1
 }
 
-/// [`openapi`] as YAML, exactly as committed in `openapi.yaml`.
+/// [`openapi()`] as YAML, exactly as committed in `openapi.yaml`.
 pub fn openapi_yaml() -> String {
     openapi::to_yaml(&openapi())
 }

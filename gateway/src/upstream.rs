@@ -8,8 +8,8 @@
 //! service): one HTTP/2 connection would stick to one replica, so calls are
 //! balanced over every address (power of two choices). Names are resolved
 //! again every [`RESOLVE_EVERY`], and each replica's gRPC health is probed
-//! every [`PROBE_EVERY`]: one that stops answering, or reports NOT_SERVING,
-//! is taken out of the balancer until it is back (see [`watch_replicas`]).
+//! every `PROBE_EVERY`: one that stops answering, or reports NOT_SERVING,
+//! is taken out of the balancer until it is back (see `watch_replicas`).
 //!
 //! Every call is a CLIENT span whose context travels in the call's metadata
 //! ([`Traced`]), so the service's spans join the request's trace.

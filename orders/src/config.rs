@@ -3,10 +3,7 @@
 //! 127.0.0.1:9151. The variables themselves are read by
 //! [`shop_db::service::ServiceConfig`], the same for every service.
 
-use shop_db::service::{ServiceConfig, ServiceSpec};
-
-/// The orders service's configuration, read from `ORDERS_*` variables.
-pub type OrdersConfig = ServiceConfig;
+use shop_db::service::ServiceSpec;
 
 /// Names and defaults of the orders service.
 pub const SPEC: ServiceSpec = ServiceSpec {

@@ -8,7 +8,7 @@
 //! The parts are handed, as a named [`Service`], to the run function every
 //! service shares.
 
-use crate::config::{OrdersConfig, SPEC};
+use crate::config::SPEC;
 use crate::expiry::{self, ExpiryConfig};
 use crate::grpc::{OrdersGrpc, OrdersServer};
 use crate::on_payment_completed::OnPaymentCompleted;
@@ -20,7 +20,7 @@ use shop_db::outbox::{self, RelayWake};
 use shop_db::pool;
 use shop_db::relay::Relay;
 use shop_db::retention::Retention;
-use shop_db::service::{Job, Service};
+use shop_db::service::{Job, Service, ServiceConfig};
 use shop_runtime::grpc;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 /// `ORDERS_PAYMENT_TIMEOUT_MS`; nothing runs until
 /// [`Service::run_until_stopped`]. Background tasks stop on `shutdown`.
 pub async fn build(
-    config: &OrdersConfig,
+    config: &ServiceConfig,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Service<OnPaymentCompleted>> {
     let expiry = ExpiryConfig::from_env(&shop_runtime::Env::from_process(SPEC.prefix))?;
@@ -37,7 +37,7 @@ pub async fn build(
 
 /// [`build`] with the expiry given (tests).
 pub async fn build_with(
-    config: &OrdersConfig,
+    config: &ServiceConfig,
     expiry: ExpiryConfig,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Service<OnPaymentCompleted>> {

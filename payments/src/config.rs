@@ -3,10 +3,7 @@
 //! metrics on 127.0.0.1:9152. The variables themselves are read by
 //! [`shop_db::service::ServiceConfig`], the same for every service.
 
-use shop_db::service::{ServiceConfig, ServiceSpec};
-
-/// The payments service's configuration, read from `PAYMENTS_*` variables.
-pub type PaymentsConfig = ServiceConfig;
+use shop_db::service::ServiceSpec;
 
 /// Names and defaults of the payments service.
 pub const SPEC: ServiceSpec = ServiceSpec {

@@ -6,7 +6,7 @@
 //! The parts are handed, as a named [`Service`], to the run function every
 //! service shares.
 
-use crate::config::{PaymentsConfig, SPEC};
+use crate::config::SPEC;
 use crate::grpc::{PaymentsGrpc, PaymentsServer};
 use crate::on_payment_requested::OnPaymentRequested;
 use crate::persistence;
@@ -16,14 +16,14 @@ use shop_db::outbox::{self, RelayWake};
 use shop_db::pool;
 use shop_db::relay::Relay;
 use shop_db::retention::Retention;
-use shop_db::service::Service;
+use shop_db::service::{Service, ServiceConfig};
 use shop_runtime::grpc;
 use tokio_util::sync::CancellationToken;
 
 /// Builds every part of the payments service; nothing runs until
 /// [`Service::run_until_stopped`]. Background tasks stop on `shutdown`.
 pub async fn build(
-    config: &PaymentsConfig,
+    config: &ServiceConfig,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Service<OnPaymentRequested>> {
     let pool = config.open_database(&persistence::migrations()?).await?;

@@ -1,7 +1,7 @@
 //! Typed configuration read once from prefixed environment variables; a bad
 //! value fails fast and names the variable.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::{fmt::Display, str::FromStr, time::Duration};
 
@@ -19,8 +19,11 @@ pub struct ConfigError {
 pub struct Env {
     prefix: String,
     vars: HashMap<String, String>,
-    /// Every name the program asked for, so tools can spot unknown variables.
-    asked: Arc<Mutex<BTreeSet<String>>>,
+    /// Every name the program asked for, with the default it uses when the
+    /// variable is unset (`None`: unset means off, or the value is
+    /// required), so unknown variables can be spotted and the documented
+    /// table checked against the code.
+    asked: Arc<Mutex<BTreeMap<String, Option<String>>>>,
 }
 
 impl Env {
@@ -52,10 +55,24 @@ impl Env {
     /// The raw value of `name`, if set.
     pub fn raw(&self, name: &str) -> Option<&str> {
         let full = self.var_name(name);
+        let value = self.vars.get(&full).map(String::as_str);
         if let Ok(mut asked) = self.asked.lock() {
-            asked.insert(full.clone());
+            asked.entry(full).or_insert(None);
         }
-        self.vars.get(&full).map(String::as_str)
+        value
+    }
+
+    /// Records `default` as what `name` means when unset.
+    fn note_default(&self, name: &str, default: String) {
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.insert(self.var_name(name), Some(default));
+        }
+    }
+
+    /// Every variable asked for so far (full names), with its default when
+    /// it has one.
+    pub fn asked(&self) -> BTreeMap<String, Option<String>> {
+        self.asked.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
     /// Variables under this prefix that are set but that nothing asked for
@@ -65,7 +82,7 @@ impl Env {
         let mut unknown: Vec<String> = self
             .vars
             .keys()
-            .filter(|k| k.starts_with(&self.prefix) && !asked.contains(*k))
+            .filter(|k| k.starts_with(&self.prefix) && !asked.contains_key(*k))
             .cloned()
             .collect();
         unknown.sort();
@@ -75,10 +92,12 @@ impl Env {
     /// `name` parsed as `T`, or `default` when unset.
     pub fn parse_or<T>(&self, name: &str, default: T) -> Result<T, ConfigError>
     where
-        T: FromStr,
+        T: FromStr + Display,
         T::Err: Display,
     {
-        match self.raw(name) {
+        let raw = self.raw(name);
+        self.note_default(name, default.to_string());
+        match raw {
             None => Ok(default),
             Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError {
                 var: self.var_name(name),
@@ -90,7 +109,9 @@ impl Env {
 
     /// `name` as a string, or `default` when unset.
     pub fn string_or(&self, name: &str, default: &str) -> String {
-        self.raw(name).unwrap_or(default).to_owned()
+        let value = self.raw(name).unwrap_or(default).to_owned();
+        self.note_default(name, default.to_owned());
+        value
     }
 
     /// `name` as milliseconds, or `default` when unset; zero is refused.
@@ -120,6 +141,15 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+impl Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
 }
 
 impl FromStr for LogFormat {
@@ -160,6 +190,10 @@ mod tests {
         );
         assert_eq!(env.string_or("DATABASE_URL", "default"), "postgres://h/d");
         assert_eq!(env.unknown(), vec!["X_DATABSE_URL".to_owned()]);
+        assert_eq!(
+            env.asked().get("X_DATABASE_URL"),
+            Some(&Some("default".to_owned()))
+        );
     }
 
     #[test]

@@ -156,6 +156,15 @@ pub enum Assignment {
     All,
 }
 
+impl std::fmt::Display for Assignment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Group => "group",
+            Self::All => "all",
+        })
+    }
+}
+
 impl std::str::FromStr for Assignment {
     type Err = String;
 

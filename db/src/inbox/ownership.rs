@@ -2,7 +2,7 @@
 //! partition's worker from applying or storing anything once its new owner
 //! may have started.
 //!
-//! Every assignment of a partition is a [`Claim`] with a fresh epoch and its
+//! Every assignment of a partition is a claim with a fresh epoch and its
 //! own stop token. On revoke (librdkafka's rebalance callback, see
 //! [`crate::kafka::InboxContext`]) the member, before it lets the partition
 //! go:

@@ -3,6 +3,7 @@
 
 mod brokers;
 mod compose;
+mod config;
 mod faults;
 mod group;
 mod http;

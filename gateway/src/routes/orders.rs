@@ -364,8 +364,8 @@ pub async fn order_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // Who is asking comes first: without a valid token nothing else is said.
     let id = OrderId::parse(&order_id);
-    let query = axum::extract::Query::<EventsQuery>::try_from_uri(&uri).ok();
-    let stream_token = query.as_ref().and_then(|q| q.access_token.as_deref());
+    let query = axum::extract::Query::<EventsQuery>::try_from_uri(&uri);
+    let stream_token = query.as_ref().ok().and_then(|q| q.access_token.as_deref());
     let user = match (bearer(&headers), stream_token, &id) {
         (Some(token), _, _) => state.auth.user(token),
         (None, Some(token), Ok(id)) => state.auth.stream_user(token, *id),
@@ -375,8 +375,7 @@ pub async fn order_events(
     .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
     let id = id.map_err(invalid_param)?;
     // Unknown query parameters are refused, as everywhere.
-    axum::extract::Query::<EventsQuery>::try_from_uri(&uri)
-        .map_err(|e| ApiError::bad_request(e.body_text()))?;
+    query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     owned_order(&state, user, id).await?;
     let changes = state
         .upstreams
