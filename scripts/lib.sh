@@ -56,7 +56,10 @@ drop_database() {
 ensure_tansu_installed() {
   if [[ -x "$TOOLS_DIR/bin/tansu" ]]; then return; fi
   log "installing tansu $TANSU_VERSION (once, takes several minutes)"
-  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true \
+  # Its own temporary target directory (not CARGO_TARGET_DIR), so it never
+  # waits for the workspace's build lock when both build at once.
+  env -u CARGO_TARGET_DIR CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=false \
+    CARGO_PROFILE_RELEASE_STRIP=true \
     cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore --root "$TOOLS_DIR"
 }
 

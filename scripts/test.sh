@@ -8,17 +8,29 @@ source "$(dirname "$0")/lib.sh"
 RUN_DIR="$RUN_DIR/test"
 
 ensure_postgres
-ensure_tansu_installed
+# On a fresh machine tansu's release build is the longest step, and neither
+# it nor the workspace's build keeps both cores busy on its own (build
+# scripts, linking, single crates): they run side by side, and the broker
+# is awaited only when the tests need it.
+tansu_install=""
+if [[ ! -x "$TOOLS_DIR/bin/tansu" ]]; then
+  mkdir -p "$RUN_DIR/logs"
+  log "installing tansu in the background (log: $RUN_DIR/logs/tansu-install.log)"
+  (ensure_tansu_installed) >"$RUN_DIR/logs/tansu-install.log" 2>&1 &
+  tansu_install=$!
+fi
+cleanup() {
+  if [[ -n "$tansu_install" ]]; then
+    pkill -TERM -P "$tansu_install" 2>/dev/null || true
+    kill "$tansu_install" 2>/dev/null || true
+  fi
+  stop_pidfile "$RUN_DIR/tansu.pid"
+}
+trap cleanup EXIT
 ensure_grpcurl_installed
 ensure_docker_compose
 ensure_chromium
 ensure_promtool
-ensure_broker
-stop_test_broker() { stop_pidfile "$RUN_DIR/tansu.pid"; }
-trap stop_test_broker EXIT
-
-export SHOP_TEST_KAFKA_BROKERS="$BROKER_HOST:$BROKER_PORT"
-export SHOP_TANSU_BIN="$TOOLS_DIR/bin/tansu"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -30,6 +42,21 @@ log "cargo doc (a dead intra-doc link fails)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 log "cargo build"
 cargo build --workspace --bins --quiet
+log "cargo test --no-run"
+cargo test --workspace --no-run --quiet
+
+if [[ -n "$tansu_install" ]]; then
+  log "waiting for tansu's build"
+  if ! wait "$tansu_install"; then
+    tail -n 30 "$RUN_DIR/logs/tansu-install.log" >&2
+    die "tansu did not install; see $RUN_DIR/logs/tansu-install.log"
+  fi
+  tansu_install=""
+fi
+ensure_broker
+export SHOP_TEST_KAFKA_BROKERS="$BROKER_HOST:$BROKER_PORT"
+export SHOP_TANSU_BIN="$TOOLS_DIR/bin/tansu"
+
 log "cargo test"
 cargo test --workspace --quiet
 log "chaos, short: 30 faults on one replica (make chaos runs 100)"

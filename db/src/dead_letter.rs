@@ -105,20 +105,21 @@ pub struct Replayed {
 pub async fn replay(pool: &Pool, topic: Option<&str>, dry_run: bool) -> Result<Replayed, DbError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let dead_letters = tx
-        .execute(
-            "WITH replayed AS (
-                 UPDATE dead_letters SET replayed_at = now()
-                 WHERE replayed_at IS NULL AND ($1::text IS NULL OR topic = $1)
-                 RETURNING topic, key, payload, event_type
-             )
-             INSERT INTO outbox (event_id, topic, key, event_type, payload)
-             SELECT gen_random_uuid(), topic, coalesce(key, ''::bytea),
-                    coalesce(event_type, 'unknown'), coalesce(payload, ''::bytea)
-             FROM replayed",
-            &[&topic],
-        )
-        .await?;
+    // A replayed row carries no trace context: the relay starts a trace.
+    let copy = format!(
+        "WITH replayed AS (
+             UPDATE dead_letters SET replayed_at = now()
+             WHERE replayed_at IS NULL AND ($1::text IS NULL OR topic = $1)
+             RETURNING topic, key, payload, event_type
+         )
+         INSERT INTO outbox ({})
+         SELECT gen_random_uuid(), topic, coalesce(key, ''::bytea),
+                coalesce(event_type, 'unknown'), coalesce(payload, ''::bytea),
+                NULL, clock_timestamp()
+         FROM replayed",
+        crate::outbox::COLUMNS
+    );
+    let dead_letters = tx.execute(&copy, &[&topic]).await?;
     let parked_events = tx
         .execute(
             "UPDATE outbox SET parked_at = NULL, retry_at = now(), attempts = 0

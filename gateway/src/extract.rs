@@ -4,7 +4,7 @@
 //! `shop_proto::values`.)
 
 use crate::problem::ApiError;
-use crate::routes::AppState;
+use crate::state::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;

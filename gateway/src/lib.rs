@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod upstream;
 
 pub use config::GatewayConfig;

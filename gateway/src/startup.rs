@@ -6,13 +6,12 @@
 use crate::GatewayConfig;
 use crate::openapi::{self, Document};
 use crate::problem::{ApiError, Call};
-use crate::routes::{self, AppState, ops, ui};
+use crate::routes::{self, AppState, ops};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::HeaderName;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -37,18 +36,12 @@ pub fn openapi_yaml() -> String {
 /// Every route with its middleware.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    let (mut api, doc) = routes::api().split_for_parts();
-    if state.auth.mode == crate::auth::Mode::Dev {
-        api = api.route(
-            "/api/v1/dev/tokens",
-            axum::routing::post(routes::dev::dev_token),
-        );
-    }
+    let (api, doc) = routes::api().split_for_parts();
     let limits = std::sync::Arc::clone(&state.limits);
     let app = api
-        .route("/", get(ui::index))
-        .route("/assets/app.js", get(ui::app_js))
-        .route("/assets/app.css", get(ui::app_css))
+        .merge(routes::undocumented(
+            state.auth.mode == crate::auth::Mode::Dev,
+        ))
         .fallback(ops::not_found)
         .layer(Extension(Document::new(&doc)))
         .with_state(state);

@@ -12,7 +12,7 @@ use shop_db::{CallClient, Pool};
 use shop_proto::error_code::{ErrorCode, invalid_argument};
 use shop_proto::orders as pb;
 use shop_proto::time::to_timestamp;
-use shop_proto::values::{Amount, Description, IdempotencyKey, OrderId, UserId};
+use shop_proto::values::{Amount, Description, IdempotencyKey, OrderId, PageSize, UserId};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -129,8 +129,9 @@ impl pb::orders_server::Orders for OrdersGrpc {
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
         let req = request.into_inner();
         let user = UserId::parse(&req.user_id).map_err(|e| invalid_argument(&e))?;
+        let limit = PageSize::from_proto(req.limit).map_err(|e| invalid_argument(&e))?;
         let client = self.client().await?;
-        let listed = orders::list(&*client, user, req.limit, &req.cursor).await;
+        let listed = orders::list(&*client, user, limit, &req.cursor).await;
         client.release();
         let (page, next) = listed.map_err(status)?;
         Ok(Response::new(pb::ListOrdersResponse {
@@ -299,7 +300,7 @@ pub fn status(e: OrderError) -> Status {
         OrderError::NotRefundable(..) => {
             ErrorCode::OrderNotRefundable.status(Code::FailedPrecondition, e.to_string())
         }
-        OrderError::BadLimit(_) | OrderError::BadCursor => {
+        OrderError::BadCursor => {
             ErrorCode::ValidationFailed.status(Code::InvalidArgument, e.to_string())
         }
         OrderError::Db(db) => db.to_status(),
@@ -327,11 +328,6 @@ mod tests {
                 OrderError::IdempotencyKeyReused,
                 Code::FailedPrecondition,
                 ErrorCode::IdempotencyKeyReused,
-            ),
-            (
-                OrderError::BadLimit(1000),
-                Code::InvalidArgument,
-                ErrorCode::ValidationFailed,
             ),
             (
                 OrderError::BadCursor,

@@ -14,7 +14,7 @@ use shop_proto::events::{
     CancellationReason, CancellationRequested, PaymentRequested, RefundRequested,
 };
 use shop_proto::time::to_timestamp;
-use shop_proto::values::{DEFAULT_PAGE, MAX_PAGE, OrderId, UserId};
+use shop_proto::values::{OrderId, PageSize, UserId};
 use std::time::SystemTime;
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -26,8 +26,6 @@ pub enum OrderError {
     NotFound(OrderId),
     #[error("idempotency key was already used with a different request")]
     IdempotencyKeyReused,
-    #[error("limit must be between 1 and {MAX_PAGE}, got {0}")]
-    BadLimit(u32),
     #[error("cursor is not one this service issued")]
     BadCursor,
     #[error("order {0} is {1} and cannot be cancelled; a FINISHED order can be refunded")]
@@ -138,14 +136,10 @@ pub async fn get(client: &impl GenericClient, id: OrderId) -> Result<Order, Orde
 pub async fn list(
     client: &impl GenericClient,
     user: UserId,
-    limit: u32,
+    limit: PageSize,
     cursor: &str,
 ) -> Result<(Vec<Order>, Option<String>), OrderError> {
-    let limit = match limit {
-        0 => DEFAULT_PAGE,
-        l if l <= MAX_PAGE => l,
-        l => return Err(OrderError::BadLimit(l)),
-    };
+    let limit = limit.get();
     let before = match cursor {
         "" => None,
         c => Some(OrderId::parse(c).map_err(|_| OrderError::BadCursor)?),

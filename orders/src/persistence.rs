@@ -3,12 +3,13 @@
 //! SQL as free functions over any client or transaction, rows mapped once.
 
 use crate::domain::{NewOrder, Order, Status};
-use shop_db::outbox::NewEvent;
+use shop_db::outbox::{self, NewEvent};
 use shop_db::retention::{Age, Sweep};
 use shop_db::{GenericClient, migrate};
 use shop_proto::values::{IdempotencyKey, OrderId, UserId};
 use std::time::SystemTime;
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 /// The channel the `order_statuses_changed` trigger
@@ -89,32 +90,24 @@ pub async fn insert_with_event(
              VALUES ($1, $2, $3, $4, $5, $6, $6)
              ON CONFLICT (user_id, idempotency_key) DO NOTHING
              RETURNING {COLUMNS}
-         ), event AS (
-             INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent, created_at)
-             SELECT $7, $8, $9, $10, $11, $12, clock_timestamp() FROM inserted
-         )
-         SELECT {COLUMNS} FROM inserted"
+         ), event AS ({})
+         SELECT {COLUMNS} FROM inserted",
+        outbox::insert_per_row("inserted", 7)
     );
     let statement = db.prepare_cached(&sql).await?;
-    let rows = db
-        .query(
-            &statement,
-            &[
-                id.as_uuid(),
-                new.user_id.as_uuid(),
-                &new.amount.get(),
-                &new.description.as_str(),
-                &new.idempotency_key.as_ref().map(IdempotencyKey::as_str),
-                &created_at,
-                &event.event_id,
-                &event.topic,
-                &event.key.as_bytes(),
-                &event.event_type,
-                &event.payload,
-                &event.traceparent,
-            ],
-        )
-        .await?;
+    let amount = new.amount.get();
+    let description = new.description.as_str();
+    let key = new.idempotency_key.as_ref().map(IdempotencyKey::as_str);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        id.as_uuid(),
+        new.user_id.as_uuid(),
+        &amount,
+        &description,
+        &key,
+        &created_at,
+    ];
+    params.extend(event.params());
+    let rows = db.query(&statement, &params).await?;
     Ok(map_rows(&rows)?.pop())
 }
 

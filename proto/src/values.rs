@@ -28,6 +28,8 @@ pub enum ValueError {
     DescriptionTooLong(usize),
     #[error("{0} must not contain control characters")]
     ControlCharacter(&'static str),
+    #[error("limit must be between 1 and {MAX_PAGE}, got {0}")]
+    PageSizeOutOfRange(u32),
 }
 
 macro_rules! uuid_id {
@@ -168,6 +170,32 @@ impl Description {
     /// The text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// How many orders one page of a list holds: 1 to [`MAX_PAGE`],
+/// [`DEFAULT_PAGE`] when the client names none. The one rule for REST's
+/// `limit` and gRPC's `ListOrdersRequest.limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSize(u32);
+
+impl PageSize {
+    /// A size the client may have named (`None`: the default).
+    pub fn parse(raw: Option<u32>) -> Result<Self, ValueError> {
+        match raw {
+            None => Ok(Self(DEFAULT_PAGE)),
+            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(Self(n)),
+            Some(n) => Err(ValueError::PageSizeOutOfRange(n)),
+        }
+    }
+
+    /// The proto field, where 0 is proto3's "not set".
+    pub fn from_proto(raw: u32) -> Result<Self, ValueError> {
+        Self::parse((raw != 0).then_some(raw))
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
     }
 }
 

@@ -110,8 +110,12 @@ async fn consumers_joining_one_by_one_apply_every_event_once_without_stalls() {
         total,
         "no event applied twice"
     );
-    // No partition waited 5 s or more between two applied events while
-    // events kept arriving and members joined.
+    // No partition waited long between two applied events while events
+    // kept arriving and members joined. The bound is the mock's own: a
+    // cooperative join takes two rebalance rounds of `session.timeout.ms`
+    // − 1 s each (4 s with the 3 s session), and a loaded 2-core machine
+    // has added up to 2 s to that; an eager protocol or a revoked worker
+    // that kept its partition stalls far longer (a minute in issue 15).
     let stall_ms = s
         .count(
             "SELECT coalesce(max(gap), 0)::bigint FROM (
@@ -120,7 +124,7 @@ async fn consumers_joining_one_by_one_apply_every_event_once_without_stalls() {
         )
         .await;
     println!("max gap between applied events of one partition: {stall_ms} ms");
-    assert!(stall_ms < 5_000, "a partition stalled for {stall_ms} ms");
+    assert!(stall_ms < 8_000, "a partition stalled for {stall_ms} ms");
     shutdown.cancel();
     for m in running {
         m.await.expect("task").expect("stops cleanly");

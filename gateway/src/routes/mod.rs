@@ -1,6 +1,7 @@
-//! HTTP handlers, one module per resource, sharing [`AppState`], and the one
-//! list of API routes ([`api`]): each registered once, with its OpenAPI
-//! description.
+//! HTTP handlers, one module per resource, sharing [`AppState`], and the
+//! lists of routes: the API ([`api`]), each registered once with its
+//! OpenAPI description, and the few outside the document ([`undocumented`]:
+//! the web UI and the development token route).
 
 pub mod accounts;
 pub mod dev;
@@ -8,46 +9,14 @@ pub mod ops;
 pub mod orders;
 pub mod ui;
 
-use crate::GatewayConfig;
-use crate::auth::Auth;
-use crate::limits::Limits;
+pub use crate::state::AppState;
+
 use crate::openapi::ApiDoc;
-use crate::upstream::Upstreams;
-use metrics_exporter_prometheus::PrometheusHandle;
-use std::sync::Arc;
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
+use axum::Router;
+use axum::routing::{get, post};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-/// What every handler can reach.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub upstreams: Upstreams,
-    pub metrics: PrometheusHandle,
-    pub sse_keepalive: Duration,
-    /// Cancelled on shutdown: ends open event streams so draining finishes.
-    pub shutdown: CancellationToken,
-    /// Checks (and in dev mode issues) bearer tokens.
-    pub auth: Arc<Auth>,
-    /// Abuse limits on writes.
-    pub limits: Arc<Limits>,
-}
-
-impl AppState {
-    /// The state of a gateway configured by `config`.
-    pub fn new(config: &GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        Ok(Self {
-            upstreams: Upstreams::new(config)?,
-            metrics: crate::metrics::handle(),
-            sse_keepalive: config.sse_keepalive,
-            shutdown,
-            auth: Arc::new(config.auth.clone()),
-            limits: Arc::clone(&config.limits),
-        })
-    }
-}
 
 /// Every documented route, registered once: the router and the OpenAPI
 /// document both come from here (`split_for_parts`).
@@ -66,4 +35,18 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_yaml))
+}
+
+/// The routes outside the API document: the web UI and, in development
+/// mode (`GATEWAY_AUTH=dev`) only, `POST /api/v1/dev/tokens`.
+pub fn undocumented(dev_mode: bool) -> Router<AppState> {
+    let router = Router::new()
+        .route("/", get(ui::index))
+        .route("/assets/app.js", get(ui::app_js))
+        .route("/assets/app.css", get(ui::app_css));
+    if dev_mode {
+        router.route("/api/v1/dev/tokens", post(dev::dev_token))
+    } else {
+        router
+    }
 }

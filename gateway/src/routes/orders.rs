@@ -18,7 +18,7 @@ use futures::Stream;
 use futures::StreamExt;
 use shop_proto::error_code::ErrorCode;
 use shop_proto::orders as pb;
-use shop_proto::values::{Amount, DEFAULT_PAGE, Description, MAX_PAGE, OrderId, UserId};
+use shop_proto::values::{Amount, Description, OrderId, PageSize, UserId};
 use std::convert::Infallible;
 
 fn order(o: Option<pb::Order>) -> Result<Order, ApiError> {
@@ -107,19 +107,14 @@ pub async fn list_orders(
     if let Some(cursor) = &query.cursor {
         OrderId::parse(cursor).map_err(invalid_param)?;
     }
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {MAX_PAGE}, got {limit}"
-        )));
-    }
+    let limit = PageSize::parse(query.limit).map_err(invalid_param)?;
     let response = state
         .upstreams
         .orders
         .clone()
         .list_orders(state.upstreams.request(pb::ListOrdersRequest {
             user_id: user.to_string(),
-            limit,
+            limit: limit.get(),
             cursor: query.cursor.unwrap_or_default(),
         }))
         .await?
