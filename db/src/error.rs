@@ -20,7 +20,7 @@ impl DbError {
     /// happened), or the server shutting down. A bad statement or a value that does not convert
     /// is not transient: retrying it would fail the same way. The gRPC edge
     /// uses this to choose UNAVAILABLE or INTERNAL; the inbox does not: it
-    /// retries every database error in place (see `inbox.rs`), because a
+    /// retries every database error in place (see `inbox/worker.rs`), because a
     /// database problem is never the message's fault.
     pub fn is_transient(&self) -> bool {
         match self {

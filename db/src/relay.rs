@@ -55,6 +55,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+/// The relay's histogram and its bucket bounds (seconds): commit → publish.
+pub const HISTOGRAMS: &[(&str, &[f64])] = &[(
+    "shop_outbox_publish_delay_seconds",
+    &[
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0,
+    ],
+)];
+
 /// How the relay batches, polls, leases and backs off.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {

@@ -43,6 +43,9 @@ pub struct ServiceSpec {
     pub metrics_addr: &'static str,
     /// Every migration of the service's database (messaging schema included).
     pub migrations: fn() -> anyhow::Result<Vec<Migration>>,
+    /// Bucket bounds (seconds) of the service's own histograms, by metric
+    /// name; the messaging histograms' are added by the runner.
+    pub histograms: &'static [(&'static str, &'static [f64])],
 }
 
 /// Everything a service reads at start, from `{PREFIX}*` variables.
@@ -291,20 +294,15 @@ where
     match command.name.as_str() {
         "serve" => {
             if let Some(addr) = config.metrics_addr {
-                metrics_exporter_prometheus::PrometheusBuilder::new()
-                    .with_http_listener(addr)
-                    .set_buckets_for_metric(
-                        metrics_exporter_prometheus::Matcher::Full(
-                            "shop_order_settle_seconds".to_owned(),
-                        ),
-                        &[0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
-                    )?
-                    .set_buckets_for_metric(
-                        metrics_exporter_prometheus::Matcher::Full(
-                            "shop_outbox_publish_delay_seconds".to_owned(),
-                        ),
-                        &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0],
-                    )?
+                let mut exporter =
+                    metrics_exporter_prometheus::PrometheusBuilder::new().with_http_listener(addr);
+                for (name, buckets) in spec.histograms.iter().chain(crate::relay::HISTOGRAMS) {
+                    exporter = exporter.set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full((*name).to_owned()),
+                        buckets,
+                    )?;
+                }
+                exporter
                     .install()
                     .with_context(|| format!("cannot serve metrics on {addr}"))?;
                 tracing::info!(%addr, "Prometheus metrics at /metrics");
@@ -402,6 +400,7 @@ mod tests {
         consumer_group: "demo-group",
         metrics_addr: "127.0.0.1:9199",
         migrations: || Ok(Vec::new()),
+        histograms: &[],
     };
 
     #[test]

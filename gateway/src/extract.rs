@@ -3,7 +3,7 @@
 //! the Idempotency-Key header. (Path ids are parsed by the handlers, with
 //! `shop_proto::values`.)
 
-use crate::problem::ApiError;
+use crate::problem::{ApiCode, ApiError};
 use crate::state::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -36,23 +36,29 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
+            ApiCode::UnsupportedMediaType,
             "expected Content-Type: application/json",
         ),
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", e.body_text())
-        }
+        JsonRejection::JsonSyntaxError(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ApiCode::MalformedJson,
+            e.body_text(),
+        ),
         JsonRejection::JsonDataError(e) => {
             ApiError::invalid(ErrorCode::ValidationFailed, e.body_text())
         }
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
+                ApiCode::PayloadTooLarge,
                 "request body is larger than 64 KiB",
             )
         }
-        other => ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", other.body_text()),
+        other => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ApiCode::BadRequest,
+            other.body_text(),
+        ),
     }
 }
 

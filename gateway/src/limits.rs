@@ -4,7 +4,7 @@
 //! tests and load runs are unaffected unless they set tighter limits.
 //! Over the limit: 429 `RATE_LIMITED` with `Retry-After`.
 
-use crate::problem::ApiError;
+use crate::problem::{ApiCode, ApiError};
 use axum::http::StatusCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -81,7 +81,7 @@ fn limited(wait: std::time::Duration) -> ApiError {
     let seconds = wait.as_secs() + 1;
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
-        "RATE_LIMITED",
+        ApiCode::RateLimited,
         format!("too many writes; retry in {seconds} s"),
     )
     .with_retry_after(seconds)

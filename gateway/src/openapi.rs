@@ -71,3 +71,84 @@ pub fn to_yaml(doc: &utoipa::openapi::OpenApi) -> String {
     doc.to_yaml()
         .unwrap_or_else(|e| format!("# cannot render the OpenAPI document: {e}\n"))
 }
+
+/// The error responses that most operations share, written once; a
+/// handler lists the ones that apply beside its own
+/// (`responses((status = 200, …), responses::Unauthenticated, …)`).
+/// They exist for the document only and are never built, hence the
+/// unread fields.
+#[allow(dead_code)]
+pub mod responses {
+    use crate::problem::Problem;
+    use utoipa::IntoResponses;
+
+    /// 401, every API call without a valid token.
+    #[derive(IntoResponses)]
+    #[response(
+        status = 401,
+        description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate",
+        content_type = "application/problem+json"
+    )]
+    pub struct Unauthenticated(Problem);
+
+    /// 403, a call that names another user.
+    #[derive(IntoResponses)]
+    #[response(
+        status = 403,
+        description = "The path, body or query names another user (`FORBIDDEN`)",
+        content_type = "application/problem+json"
+    )]
+    pub struct Forbidden(Problem);
+
+    /// 429, a write past the caller's or the address's limit.
+    #[derive(IntoResponses)]
+    #[response(
+        status = 429,
+        description = "Too many writes (`RATE_LIMITED`); see Retry-After",
+        content_type = "application/problem+json"
+    )]
+    pub struct RateLimited(Problem);
+
+    /// 502 and 503 from a call to the orders service.
+    #[derive(IntoResponses)]
+    pub enum OrdersUpstream {
+        #[response(
+            status = 502,
+            description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later",
+            content_type = "application/problem+json"
+        )]
+        Failed(Problem),
+        #[response(
+            status = 503,
+            description = "The orders service is unavailable (`UNAVAILABLE`); retry later",
+            content_type = "application/problem+json"
+        )]
+        Unavailable(Problem),
+    }
+
+    /// 502 and 503 from a call to the payments service.
+    #[derive(IntoResponses)]
+    pub enum PaymentsUpstream {
+        #[response(
+            status = 502,
+            description = "The payments service broke off or answered unusably (`UPSTREAM_FAILED`); retry later",
+            content_type = "application/problem+json"
+        )]
+        Failed(Problem),
+        #[response(
+            status = 503,
+            description = "The payments service is unavailable (`UNAVAILABLE`); retry later",
+            content_type = "application/problem+json"
+        )]
+        Unavailable(Problem),
+    }
+
+    /// 504, a call to a service that got no answer in time.
+    #[derive(IntoResponses)]
+    #[response(
+        status = 504,
+        description = "No answer in time: `UPSTREAM_TIMEOUT` for a read; `OUTCOME_UNKNOWN` for a write, which may have been applied — retry with the same Idempotency-Key",
+        content_type = "application/problem+json"
+    )]
+    pub struct Timeout(Problem);
+}

@@ -29,11 +29,94 @@ pub struct Problem {
     pub code: String,
 }
 
+/// Every code a problem document can carry, in one type: the services'
+/// own ([`ErrorCode`], which travel on gRPC statuses) and the gateway's
+/// (the request itself, its caller, or the upstream call). The README's
+/// "Error codes" table lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiCode {
+    /// A service's code (`VALIDATION_FAILED`, `ORDER_NOT_FOUND`, …).
+    Service(ErrorCode),
+    /// 401: no valid bearer token.
+    Unauthenticated,
+    /// 403: the request names another user.
+    Forbidden,
+    /// 429: past the caller's (or the client address's) write limit.
+    RateLimited,
+    /// 404: no such route.
+    NotFound,
+    /// 400: the body is not the JSON it should be.
+    MalformedJson,
+    /// 400: a request the framework refused for another reason.
+    BadRequest,
+    /// 415: a body without `Content-Type: application/json`.
+    UnsupportedMediaType,
+    /// 413: a body over the limit.
+    PayloadTooLarge,
+    /// 501: the development token route on a gateway without a signing key.
+    NoSigningKey,
+    /// 504 for a write: it may have been applied; retry with the same key.
+    OutcomeUnknown,
+    /// 504 for a read: no answer in time.
+    UpstreamTimeout,
+    /// 502: the service broke off or answered with something unusable.
+    UpstreamFailed,
+}
+
+impl ApiCode {
+    /// The gateway's own codes (the services' are [`ErrorCode::ALL`]).
+    pub const GATEWAY: [ApiCode; 12] = [
+        Self::Unauthenticated,
+        Self::Forbidden,
+        Self::RateLimited,
+        Self::NotFound,
+        Self::MalformedJson,
+        Self::BadRequest,
+        Self::UnsupportedMediaType,
+        Self::PayloadTooLarge,
+        Self::NoSigningKey,
+        Self::OutcomeUnknown,
+        Self::UpstreamTimeout,
+        Self::UpstreamFailed,
+    ];
+
+    /// The stable SCREAMING_SNAKE_CASE spelling of the problem's `code`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Service(code) => code.as_str(),
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::NotFound => "NOT_FOUND",
+            Self::MalformedJson => "MALFORMED_JSON",
+            Self::BadRequest => "BAD_REQUEST",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::NoSigningKey => "NO_SIGNING_KEY",
+            Self::OutcomeUnknown => "OUTCOME_UNKNOWN",
+            Self::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            Self::UpstreamFailed => "UPSTREAM_FAILED",
+        }
+    }
+}
+
+impl From<ErrorCode> for ApiCode {
+    fn from(code: ErrorCode) -> Self {
+        Self::Service(code)
+    }
+}
+
+impl std::fmt::Display for ApiCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An error on its way to becoming a problem document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ApiCode,
     pub detail: String,
     /// Seconds for `Retry-After`, when the client should wait a given time.
     pub retry_after: Option<u64>,
@@ -41,10 +124,10 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with this status, code and detail.
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: impl Into<ApiCode>, detail: impl Into<String>) -> Self {
         Self {
             status,
-            code,
+            code: code.into(),
             detail: detail.into(),
             retry_after: None,
         }
@@ -58,26 +141,22 @@ impl ApiError {
 
     /// 401: no valid bearer token (answered with `WWW-Authenticate: Bearer`).
     pub fn unauthenticated(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", detail)
+        Self::new(StatusCode::UNAUTHORIZED, ApiCode::Unauthenticated, detail)
     }
 
     /// 403: the path or body names another user.
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", detail)
+        Self::new(StatusCode::FORBIDDEN, ApiCode::Forbidden, detail)
     }
 
     /// 400 for a malformed path, query or header.
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::ValidationFailed.as_str(),
-            detail,
-        )
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed, detail)
     }
 
     /// 422 for a well-formed body with an invalid value.
     pub fn invalid(code: ErrorCode, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code.as_str(), detail)
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
     }
 
     /// The HTTP form of a failed read (safe to repeat).
@@ -107,9 +186,9 @@ impl ApiError {
         let detail = if http.is_server_error() {
             tracing::warn!(grpc_code = ?status.code(), message = status.message(), ?call, "upstream call failed");
             match code {
-                codes::OUTCOME_UNKNOWN => "the service did not confirm the request in time: it may or may not have been applied; retry with the same Idempotency-Key to get its outcome",
-                codes::UPSTREAM_TIMEOUT => "the service did not answer in time, retry later",
-                codes::UPSTREAM_FAILED => "the service failed while answering, retry later",
+                ApiCode::OutcomeUnknown => "the service did not confirm the request in time: it may or may not have been applied; retry with the same Idempotency-Key to get its outcome",
+                ApiCode::UpstreamTimeout => "the service did not answer in time, retry later",
+                ApiCode::UpstreamFailed => "the service failed while answering, retry later",
                 _ if http == StatusCode::SERVICE_UNAVAILABLE => match call {
                     Call::Read => "service unavailable, retry later",
                     Call::Write => "service unavailable, retry later with the same Idempotency-Key",
@@ -130,7 +209,7 @@ impl ApiError {
             title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
-            code: self.code.to_owned(),
+            code: self.code.as_str().to_owned(),
         }
     }
 }
@@ -148,16 +227,6 @@ pub enum Call {
     Read,
     /// Creates or changes something: its outcome may be unknown.
     Write,
-}
-
-/// The gateway's own machine codes for upstream trouble.
-pub mod codes {
-    /// 504 for a write: it may have been applied; retry with the same key.
-    pub const OUTCOME_UNKNOWN: &str = "OUTCOME_UNKNOWN";
-    /// 504 for a read: no answer in time.
-    pub const UPSTREAM_TIMEOUT: &str = "UPSTREAM_TIMEOUT";
-    /// 502: the service broke off or answered with something unusable.
-    pub const UPSTREAM_FAILED: &str = "UPSTREAM_FAILED";
 }
 
 /// Whether the call never left the gateway: hyper gives a queued request
@@ -181,34 +250,27 @@ fn never_sent(status: &tonic::Status) -> bool {
 /// The one mapping: gRPC code (plus the service's error code, plus whether
 /// the call was a write) → HTTP status and code. 500 `INTERNAL` is left for
 /// a service that reports its own bug.
-pub fn map_grpc(
-    code: Code,
-    error_code: Option<ErrorCode>,
-    call: Call,
-) -> (StatusCode, &'static str) {
-    let or = |default: ErrorCode| error_code.unwrap_or(default).as_str();
+pub fn map_grpc(code: Code, error_code: Option<ErrorCode>, call: Call) -> (StatusCode, ApiCode) {
+    let or = |default: ErrorCode| ApiCode::Service(error_code.unwrap_or(default));
     let lost = match call {
-        Call::Read => (StatusCode::BAD_GATEWAY, codes::UPSTREAM_FAILED),
-        Call::Write => (StatusCode::GATEWAY_TIMEOUT, codes::OUTCOME_UNKNOWN),
+        Call::Read => (StatusCode::BAD_GATEWAY, ApiCode::UpstreamFailed),
+        Call::Write => (StatusCode::GATEWAY_TIMEOUT, ApiCode::OutcomeUnknown),
     };
     let late = match call {
-        Call::Read => (StatusCode::GATEWAY_TIMEOUT, codes::UPSTREAM_TIMEOUT),
-        Call::Write => (StatusCode::GATEWAY_TIMEOUT, codes::OUTCOME_UNKNOWN),
+        Call::Read => (StatusCode::GATEWAY_TIMEOUT, ApiCode::UpstreamTimeout),
+        Call::Write => (StatusCode::GATEWAY_TIMEOUT, ApiCode::OutcomeUnknown),
     };
     match code {
         Code::InvalidArgument => match error_code {
             Some(ErrorCode::InvalidAmount) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::InvalidAmount.as_str(),
+                ErrorCode::InvalidAmount.into(),
             ),
-            other => (
-                StatusCode::BAD_REQUEST,
-                other.unwrap_or(ErrorCode::ValidationFailed).as_str(),
-            ),
+            _ => (StatusCode::BAD_REQUEST, or(ErrorCode::ValidationFailed)),
         },
         Code::NotFound => (
             StatusCode::NOT_FOUND,
-            error_code.map_or("NOT_FOUND", ErrorCode::as_str),
+            error_code.map_or(ApiCode::NotFound, ApiCode::Service),
         ),
         Code::AlreadyExists => (StatusCode::CONFLICT, or(ErrorCode::AccountExists)),
         // The order's status does not allow it (a cancel of a paid order, a
@@ -228,14 +290,14 @@ pub fn map_grpc(
         // Refused before doing anything (no connection, database down, overloaded).
         Code::Unavailable | Code::ResourceExhausted | Code::Aborted => (
             StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable.as_str(),
+            ErrorCode::Unavailable.into(),
         ),
         // The deadline passed (tonic reports its own deadline as CANCELLED).
         Code::Cancelled | Code::DeadlineExceeded => late,
         // The service reports its own bug.
         Code::Internal if error_code == Some(ErrorCode::Internal) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::Internal.as_str(),
+            ErrorCode::Internal.into(),
         ),
         // The connection broke off mid-call ("transport error"), or the
         // answer is not one our services give.
@@ -369,10 +431,31 @@ mod tests {
             (Code::DataLoss, None, Read, 502, "UPSTREAM_FAILED"),
         ];
         for (grpc, error_code, call, http, code) in table {
+            let (status, mapped) = map_grpc(grpc, error_code, call);
             assert_eq!(
-                map_grpc(grpc, error_code, call),
+                (status, mapped.as_str()),
                 (StatusCode::from_u16(http).expect("status"), code),
                 "{grpc:?} {call:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_code_is_in_the_readmes_error_table() {
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split("### Error codes and what a client should do")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").nth(1))
+            .expect("the README's error table");
+        let codes = ErrorCode::ALL
+            .into_iter()
+            .map(ApiCode::Service)
+            .chain(ApiCode::GATEWAY);
+        for code in codes {
+            assert!(
+                table.contains(&format!("`{code}`")),
+                "{code} is missing from the README's error table"
             );
         }
     }

@@ -15,4 +15,8 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     consumer_group: "orders",
     metrics_addr: "127.0.0.1:9151",
     migrations: crate::persistence::migrations,
+    histograms: &[(
+        crate::on_payment_completed::SETTLE_SECONDS,
+        &[0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+    )],
 };

@@ -23,6 +23,11 @@ use shop_proto::events::{
 use shop_proto::values::OrderId;
 use uuid::Uuid;
 
+/// The histogram of each order's create → final time (the payment's
+/// result), recorded as the result is applied; its buckets are in
+/// [`crate::config::SPEC`].
+pub const SETTLE_SECONDS: &str = "shop_order_settle_seconds";
+
 /// What the results topic carries.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -168,7 +173,7 @@ impl Handler for OnPaymentCompleted {
             };
             match &inbound.event {
                 Outcome::Payment(_) => {
-                    metrics::histogram!("shop_order_settle_seconds").record(*seconds);
+                    metrics::histogram!(SETTLE_SECONDS).record(*seconds);
                     tracing::info!(order_id = %order, "order finalised");
                 }
                 Outcome::Cancellation(e) => {

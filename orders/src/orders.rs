@@ -101,7 +101,7 @@ pub async fn create(
         &requested,
         headers::of_span(&transaction),
     );
-    let inserted = persistence::insert_with_event(client, id, created_at, &new, &event)
+    let inserted = persistence::insert_order(client, id, created_at, &new, &event)
         .instrument(transaction)
         .await?;
     if let Some(order) = inserted {
@@ -111,7 +111,7 @@ pub async fn create(
     }
     // The user's idempotency key is taken: by this request before, or another.
     let existing = match &new.idempotency_key {
-        Some(key) => persistence::find_by_key(client, new.user_id, key).await?,
+        Some(key) => persistence::find_order_by_key(client, new.user_id, key).await?,
         None => None,
     };
     existing.map_or(Err(OrderError::IdempotencyKeyReused), |e| replay(&new, e))
@@ -127,7 +127,7 @@ fn replay(new: &NewOrder, existing: Order) -> Result<Order, OrderError> {
 
 /// One order with its current status.
 pub async fn get(client: &impl GenericClient, id: OrderId) -> Result<Order, OrderError> {
-    persistence::find(client, id)
+    persistence::find_order(client, id)
         .await?
         .ok_or(OrderError::NotFound(id))
 }
@@ -144,7 +144,7 @@ pub async fn list(
         "" => None,
         c => Some(OrderId::parse(c).map_err(|_| OrderError::BadCursor)?),
     };
-    let mut page = persistence::list(client, user, before, i64::from(limit) + 1).await?;
+    let mut page = persistence::list_orders(client, user, before, i64::from(limit) + 1).await?;
     let more = page.len() > limit as usize;
     page.truncate(limit as usize);
     let next = if more {
@@ -272,7 +272,7 @@ pub async fn expire(
 
 /// The order, locked, if `user` placed it.
 async fn locked_for(tx: &Transaction<'_>, id: OrderId, user: UserId) -> Result<Order, OrderError> {
-    match persistence::lock(tx, id).await? {
+    match persistence::lock_order(tx, id).await? {
         Some(order) if order.user_id == user => Ok(order),
         _ => Err(OrderError::NotFound(id)),
     }

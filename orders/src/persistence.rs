@@ -77,7 +77,7 @@ fn map_rows(rows: &[Row]) -> Result<Vec<Order>, RowError> {
 /// Inserts a NEW order and its payment request in the outbox, in one
 /// statement (so one round trip and one commit); `None` when the user's
 /// idempotency key is already taken (then nothing is written).
-pub async fn insert_with_event(
+pub async fn insert_order(
     db: &impl GenericClient,
     id: OrderId,
     created_at: SystemTime,
@@ -112,7 +112,7 @@ pub async fn insert_with_event(
 }
 
 /// The order created under the user's idempotency key, if any.
-pub async fn find_by_key(
+pub async fn find_order_by_key(
     db: &impl GenericClient,
     user: UserId,
     key: &IdempotencyKey,
@@ -126,7 +126,7 @@ pub async fn find_by_key(
 }
 
 /// One order.
-pub async fn find(db: &impl GenericClient, id: OrderId) -> Result<Option<Order>, RowError> {
+pub async fn find_order(db: &impl GenericClient, id: OrderId) -> Result<Option<Order>, RowError> {
     let sql = format!("SELECT {COLUMNS} FROM orders WHERE id = $1");
     let statement = db.prepare_cached(&sql).await?;
     let rows = db.query(&statement, &[id.as_uuid()]).await?;
@@ -134,7 +134,7 @@ pub async fn find(db: &impl GenericClient, id: OrderId) -> Result<Option<Order>,
 }
 
 /// Up to `limit` of the user's orders older than `before`, newest first.
-pub async fn list(
+pub async fn list_orders(
     db: &impl GenericClient,
     user: UserId,
     before: Option<OrderId>,
@@ -198,7 +198,7 @@ pub async fn transition_all(
 }
 
 /// The order, locked until the end of the caller's transaction.
-pub async fn lock(db: &impl GenericClient, id: OrderId) -> Result<Option<Order>, RowError> {
+pub async fn lock_order(db: &impl GenericClient, id: OrderId) -> Result<Option<Order>, RowError> {
     let sql = format!("SELECT {COLUMNS} FROM orders WHERE id = $1 FOR UPDATE");
     let statement = db.prepare_cached(&sql).await?;
     let rows = db.query(&statement, &[id.as_uuid()]).await?;

@@ -15,4 +15,5 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     consumer_group: "payments",
     metrics_addr: "127.0.0.1:9152",
     migrations: crate::persistence::migrations,
+    histograms: &[],
 };

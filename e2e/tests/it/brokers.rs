@@ -73,8 +73,11 @@ async fn within(within: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 /// Two members share the topic; the first is killed with `kill -9` and, if
 /// `restart`, a new member joins at once (a supervisor's restart). Returns
-/// whether the live members then held every partition within five session
-/// timeouts (detection, then a rebalance round or two).
+/// whether the live members then held every partition within ten session
+/// timeouts (detection, then a rebalance round or two: five were enough
+/// alone, but a member killed mid-rebalance under a full `make test` load
+/// once took longer on the mock; the defect this reproduces keeps the
+/// partitions for good, so the bound only needs to be finite).
 async fn survivor_takes_over(
     kind: BrokerKind,
     strategy: &str,
@@ -122,10 +125,10 @@ async fn survivor_takes_over(
         held.sort_unstable();
         held
     };
-    let took_over = within(Duration::from_millis(5 * SESSION_MS), || live() == all).await;
+    let took_over = within(Duration::from_millis(10 * SESSION_MS), || live() == all).await;
     eprintln!(
         "{kind:?} {strategy} restart={restart} mid_rebalance={mid_rebalance}: {} ms after kill -9 of the first, the live members hold {:?} / {:?}",
-        5 * SESSION_MS,
+        10 * SESSION_MS,
         second.partitions(),
         third.as_ref().map(Member::partitions)
     );

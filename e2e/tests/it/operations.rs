@@ -86,9 +86,20 @@ fn exported() -> Vec<(&'static str, String)> {
                         let call = format!("{kind}!(");
                         for (at, _) in source.match_indices(&call) {
                             let rest = source[at + call.len()..].trim_start();
-                            if let Some(name) =
-                                rest.strip_prefix('"').and_then(|r| r.split('"').next())
-                            {
+                            // A literal name, or a constant of the same file.
+                            let name = rest
+                                .strip_prefix('"')
+                                .and_then(|r| r.split('"').next())
+                                .or_else(|| {
+                                    let ident: String = rest
+                                        .chars()
+                                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                                        .collect();
+                                    let decl = format!("const {ident}: &str = \"");
+                                    let at = source.find(&decl)? + decl.len();
+                                    source[at..].split('"').next()
+                                });
+                            if let Some(name) = name {
                                 found.push((kind, name.to_owned()));
                             }
                         }

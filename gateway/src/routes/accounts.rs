@@ -3,6 +3,7 @@
 use super::AppState;
 use crate::dto::{Account, CreateAccount, TopUp};
 use crate::extract::{ApiJson, Caller, IdempotencyKeyHeader, invalid_body, invalid_param};
+use crate::openapi::responses;
 use crate::problem::{ApiError, Problem};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -30,16 +31,11 @@ fn account(a: Option<pb::Account>) -> Result<Account, ApiError> {
                 ("ListOrders" = (operation_id = "list_orders", parameters(("user_id" = "$response.body#/user_id")))),
             )),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The path, body or query names another user (`FORBIDDEN`)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many writes (`RATE_LIMITED`); see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The user already has an account (`ACCOUNT_EXISTS`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field, e.g. `user_id` not a UUID (`VALIDATION_FAILED`)", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The payments service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The payments service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "No answer in time: `UPSTREAM_TIMEOUT` for a read; `OUTCOME_UNKNOWN` for a write, which may have been applied — retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        responses::Unauthenticated, responses::Forbidden, responses::RateLimited, responses::PaymentsUpstream, responses::Timeout,
     )
 )]
 pub async fn create_account(
@@ -76,12 +72,8 @@ pub async fn create_account(
     responses(
         (status = 200, description = "The account", body = Account),
         (status = 400, description = "`user_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The path, body or query names another user (`FORBIDDEN`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No account (`ACCOUNT_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The payments service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The payments service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "No answer in time: `UPSTREAM_TIMEOUT` for a read; `OUTCOME_UNKNOWN` for a write, which may have been applied — retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        responses::Unauthenticated, responses::Forbidden, responses::PaymentsUpstream, responses::Timeout,
     )
 )]
 pub async fn get_account(
@@ -115,16 +107,11 @@ pub async fn get_account(
         (status = 200, description = "The account with its new balance", body = Account,
             links(("GetAccount" = (operation_id = "get_account", parameters(("user_id" = "$response.body#/user_id")))))),
         (status = 400, description = "Malformed JSON, `user_id` or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The path, body or query names another user (`FORBIDDEN`)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many writes (`RATE_LIMITED`); see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No account (`ACCOUNT_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`INVALID_AMOUNT`, `BALANCE_OVERFLOW`, `IDEMPOTENCY_KEY_REUSED` or another invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The payments service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The payments service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "No answer in time: `UPSTREAM_TIMEOUT` for a read; `OUTCOME_UNKNOWN` for a write, which may have been applied — retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        responses::Unauthenticated, responses::Forbidden, responses::RateLimited, responses::PaymentsUpstream, responses::Timeout,
     )
 )]
 pub async fn top_up(

@@ -5,7 +5,7 @@
 use super::AppState;
 use crate::dto::{AccessToken, DevTokenRequest};
 use crate::extract::{ApiJson, invalid_body};
-use crate::problem::ApiError;
+use crate::problem::{ApiCode, ApiError};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -20,7 +20,7 @@ pub async fn dev_token(
     let access_token = state.auth.issue(user).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
-            "NO_SIGNING_KEY",
+            ApiCode::NoSigningKey,
             "this gateway holds no signing key",
         )
     })?;

@@ -4,7 +4,7 @@
 use super::AppState;
 use crate::dto::Health;
 use crate::openapi::Document;
-use crate::problem::ApiError;
+use crate::problem::{ApiCode, ApiError};
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
@@ -65,5 +65,5 @@ pub async fn openapi_yaml(Extension(document): Extension<Document>) -> impl Into
 
 /// Unknown paths.
 pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+    ApiError::new(StatusCode::NOT_FOUND, ApiCode::NotFound, "no such route")
 }

@@ -9,6 +9,7 @@ use crate::dto::{
 use crate::extract::{
     ApiJson, ApiQuery, Caller, IdempotencyKeyHeader, bearer, invalid_body, invalid_param,
 };
+use crate::openapi::responses;
 use crate::problem::{ApiError, Problem};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -41,15 +42,10 @@ fn order(o: Option<pb::Order>) -> Result<Order, ApiError> {
                 ("ListOrders" = (operation_id = "list_orders", parameters(("user_id" = "$response.body#/user_id")))),
             )),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The path, body or query names another user (`FORBIDDEN`)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many writes (`RATE_LIMITED`); see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`INVALID_AMOUNT`, `IDEMPOTENCY_KEY_REUSED` or another invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "No answer in time: `UPSTREAM_TIMEOUT` for a read; `OUTCOME_UNKNOWN` for a write, which may have been applied — retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        responses::Unauthenticated, responses::Forbidden, responses::RateLimited, responses::OrdersUpstream, responses::Timeout,
     )
 )]
 pub async fn create_order(
@@ -90,11 +86,7 @@ pub async fn create_order(
     responses(
         (status = 200, description = "One page", body = OrderPage),
         (status = 400, description = "Bad `user_id`, `limit` or `cursor`, or an unknown parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The path, body or query names another user (`FORBIDDEN`)", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "No answer in time: `UPSTREAM_TIMEOUT` for a read; `OUTCOME_UNKNOWN` for a write, which may have been applied — retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        responses::Unauthenticated, responses::Forbidden, responses::OrdersUpstream, responses::Timeout,
     )
 )]
 pub async fn list_orders(
@@ -133,11 +125,8 @@ pub async fn list_orders(
     responses(
         (status = 200, description = "The order", body = Order),
         (status = 400, description = "`order_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order (`ORDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "No answer in time: `UPSTREAM_TIMEOUT` for a read; `OUTCOME_UNKNOWN` for a write, which may have been applied — retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        responses::Unauthenticated, responses::OrdersUpstream, responses::Timeout,
     )
 )]
 pub async fn get_order(
@@ -166,7 +155,7 @@ async fn owned_order(state: &AppState, user: UserId, id: OrderId) -> Result<Orde
     } else {
         Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            ErrorCode::OrderNotFound.as_str(),
+            ErrorCode::OrderNotFound,
             format!("order {id} not found"),
         ))
     }
@@ -187,13 +176,9 @@ async fn owned_order(state: &AppState, user: UserId, id: OrderId) -> Result<Orde
             links(("OrderEvents" = (operation_id = "order_events", parameters(("order_id" = "$response.body#/order_id")))))),
         (status = 200, description = "The order was already `CANCELLED`: nothing changed", body = Order),
         (status = 400, description = "`order_id` is not a UUID, or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order of yours (`ORDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The order is `FINISHED`, `REFUNDING` or `REFUNDED` (`ORDER_NOT_CANCELLABLE`): ask for a refund instead", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many writes (`RATE_LIMITED`); see Retry-After", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "No answer in time (`OUTCOME_UNKNOWN`): the cancel may have been accepted — retry it", body = Problem, content_type = "application/problem+json"),
+        responses::Unauthenticated, responses::RateLimited, responses::OrdersUpstream, responses::Timeout,
     )
 )]
 pub async fn cancel_order(
@@ -226,13 +211,9 @@ pub async fn cancel_order(
             links(("OrderEvents" = (operation_id = "order_events", parameters(("order_id" = "$response.body#/order_id")))))),
         (status = 200, description = "The order was already `REFUNDING` or `REFUNDED`: nothing changed, nothing more is credited", body = Order),
         (status = 400, description = "`order_id` is not a UUID, or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order of yours (`ORDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The order is not `FINISHED` (`ORDER_NOT_REFUNDABLE`)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many writes (`RATE_LIMITED`); see Retry-After", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "No answer in time (`OUTCOME_UNKNOWN`): the refund may have been accepted — retry it", body = Problem, content_type = "application/problem+json"),
+        responses::Unauthenticated, responses::RateLimited, responses::OrdersUpstream, responses::Timeout,
     )
 )]
 pub async fn refund_order(
@@ -301,12 +282,8 @@ async fn take_back(
     responses(
         (status = 200, description = "The token and its lifetime in seconds", body = StreamToken),
         (status = 400, description = "`order_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order of yours (`ORDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many writes (`RATE_LIMITED`); see Retry-After", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "No answer in time (`UPSTREAM_TIMEOUT`)", body = Problem, content_type = "application/problem+json"),
+        responses::Unauthenticated, responses::RateLimited, responses::OrdersUpstream, responses::Timeout,
     )
 )]
 pub async fn events_token(
@@ -320,7 +297,7 @@ pub async fn events_token(
     let token = state.auth.issue_stream(caller.0, id).ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::Internal.as_str(),
+            ErrorCode::Internal,
             "internal error",
         )
     })?;
@@ -344,11 +321,8 @@ pub async fn events_token(
         (status = 200, description = "`text/event-stream` of `event: order` messages whose data is an Order (JSON), or a final `event: error` whose data is a Problem; keep-alive comments in between", content_type = "text/event-stream", body = OrderEvent,
             example = "event: order\ndata: {\"order_id\":\"01a20313-52c7-766a-a3c1-a455e1fec196\",\"status\":\"NEW\",...}\n\nevent: order\ndata: {\"order_id\":\"01a20313-52c7-766a-a3c1-a455e1fec196\",\"status\":\"FINISHED\",...}\n\n"),
         (status = 400, description = "`order_id` is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`); see WWW-Authenticate", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order (`ORDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "The orders service broke off or answered unusably (`UPSTREAM_FAILED`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The orders service is unavailable (`UNAVAILABLE`); retry later", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "No answer in time: `UPSTREAM_TIMEOUT` for a read; `OUTCOME_UNKNOWN` for a write, which may have been applied — retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        responses::Unauthenticated, responses::OrdersUpstream, responses::Timeout,
     )
 )]
 pub async fn order_events(
