@@ -186,13 +186,21 @@ pub async fn connect_for_api(config: &DbConfig) -> Result<Pool, PoolError> {
     build(config, config.api_pool_size, &config.api_limits, "").await
 }
 
-/// A small pool for the relay's bookkeeping (claims and published marks),
+/// A small pool for the relay's bookkeeping (cursor moves, leases, retries),
 /// whose commits do not wait for the WAL flush (`synchronous_commit=off`).
-/// That is safe only because every such write is idempotent: a claim or a
-/// mark lost in a database crash means the event is published again, and
-/// consumers deduplicate it. Business writes never use this pool.
+/// That is safe only because every such write is idempotent: a cursor move
+/// lost in a database crash means the events are published again, and
+/// consumers deduplicate them. Business writes never use this pool.
 pub async fn connect_for_relay(config: &DbConfig) -> Result<Pool, PoolError> {
-    build(config, 2, &config.limits, " -c synchronous_commit=off").await
+    // JIT never pays off for the relay's small statements (an estimate
+    // gone wrong once cost it tens of milliseconds a pass).
+    build(
+        config,
+        2,
+        &config.limits,
+        " -c synchronous_commit=off -c jit=off",
+    )
+    .await
 }
 
 async fn build(

@@ -4,24 +4,36 @@
 //! its queues. Every outbox row carries its writing transaction (`txid`). A
 //! row is behind the cursor once that transaction is visible in the
 //! cursor's snapshot `lo`; the **window** being published holds the rows
-//! visible in snapshot `hi` and not in `lo`, in id order, and `after_id`
-//! says how far into it the relay has got. A transaction still in flight
-//! when `hi` was taken is in neither: it falls into the next window, so a
-//! row that commits late is never skipped (a plain `id > last_id` cursor
-//! would skip it).
+//! visible in snapshot `hi` and not in `lo`, in the order of their
+//! transaction ids, then row ids (one walk of the `outbox_txid` index,
+//! however many rows are behind the cursor), and (`after_txid`,
+//! `after_id`) says how far into it the relay has got. A transaction
+//! still in flight when `hi` was taken is in neither: it falls into the
+//! next window, so a row that commits late is never skipped (a plain
+//! `id > last_id` cursor would skip it).
+//!
+//! **Order.** Windows follow commit order: a window holds only
+//! transactions that committed before its snapshot. Within one, rows go
+//! out in the order their transactions took their ids, then in insert
+//! order. Two events about one key therefore keep their order whenever the
+//! second's transaction took its id after the first committed, which is
+//! how every writer here is built: an API call's first write is the row it
+//! changes (so it waits for, and follows, the transaction before it), and
+//! an inbox batch follows the previous batch of its partition. Events of
+//! unrelated transactions have no order to keep.
 //!
 //! One pass ([`Relay::publish_batch`]):
 //!
 //! 1. **read** (`WINDOW`, one statement): take or renew the cursor's lease,
 //!    open a window if none is open (`hi` = the statement's own snapshot),
-//!    and read up to `RELAY_BATCH_SIZE` rows of it after `after_id`. Only
+//!    and read up to `RELAY_BATCH_SIZE` rows of it after the cursor. Only
 //!    the lease holder reads: one relay per database publishes at a time,
 //!    and a crashed holder's lease simply expires (`RELAY_LEASE_MS`);
 //! 2. **publish** them with the idempotent producer and await every
 //!    delivery report, renewing the lease meanwhile (every third of
 //!    `RELAY_LEASE_MS`), so a slow publish never loses the cursor;
 //! 3. **advance** (`ADVANCE`, one statement whatever the batch size): move
-//!    `after_id` past what was published, or close the window (`lo = hi`)
+//!    the cursor past what was published, or close the window (`lo = hi`)
 //!    when it is exhausted. Only the holder can move the cursor.
 //!
 //! A row the broker refuses for what it is (too large, invalid) is set
@@ -149,7 +161,9 @@ impl From<deadpool_postgres::PoolError> for RelayError {
 }
 
 /// Takes (or renews) the cursor's lease, opens a window when none is open,
-/// and reads the next rows of it. Always returns one row at least: the
+/// and reads the next rows of it: one walk of the `outbox_txid` index from
+/// the cursor on (the lateral join makes the cursor's values the index
+/// scan's bounds, however many rows lie behind it). Always returns one row at least: the
 /// first column says whether this relay holds the cursor; the others are
 /// NULL when the window has nothing more. Within one statement the
 /// data-modifying CTE and the query share a snapshot: a window opened here
@@ -159,28 +173,33 @@ const WINDOW: &str = "WITH cursor AS (
          SET holder = $1,
              leased_until = clock_timestamp() + $2::bigint * interval '1 millisecond',
              hi = coalesce(hi, pg_current_snapshot())
-         WHERE holder = $1 OR leased_until IS NULL OR leased_until < clock_timestamp()
-         RETURNING lo, hi, after_id)
+         WHERE single = true
+           AND (holder = $1 OR leased_until IS NULL OR leased_until < clock_timestamp())
+         RETURNING lo, hi, after_txid, after_id)
      SELECT EXISTS (SELECT 1 FROM cursor) AS holding,
             o.id, o.event_id, o.topic, o.key, o.event_type, o.payload, o.traceparent, o.waited
      FROM (SELECT 1) AS one
      LEFT JOIN LATERAL (
-         SELECT o.id, o.event_id, o.topic, o.key, o.event_type, o.payload, o.traceparent,
-                extract(epoch FROM clock_timestamp() - o.created_at)::float8 AS waited
-         FROM cursor c
-         JOIN outbox o ON o.txid >= pg_snapshot_xmin(c.lo) AND o.txid < pg_snapshot_xmax(c.hi)
-         WHERE pg_visible_in_snapshot(o.txid, c.hi)
-           AND NOT pg_visible_in_snapshot(o.txid, c.lo)
-           AND o.id > c.after_id
-         ORDER BY o.id
-         LIMIT $3::bigint) o ON true";
+         SELECT w.* FROM cursor c CROSS JOIN LATERAL (
+             SELECT o.txid, o.id, o.event_id, o.topic, o.key, o.event_type, o.payload,
+                    o.traceparent, extract(epoch FROM clock_timestamp() - o.created_at)::float8 AS waited
+             FROM outbox o
+             WHERE (o.txid, o.id) > (c.after_txid, c.after_id)
+               AND o.txid < pg_snapshot_xmax(c.hi)
+               AND pg_visible_in_snapshot(o.txid, c.hi)
+               AND NOT pg_visible_in_snapshot(o.txid, c.lo)
+             ORDER BY o.txid, o.id
+             LIMIT $3::bigint) w) o ON true
+     ORDER BY o.txid, o.id";
 
-/// Moves the cursor: past `$3` within the window, or (`$2`) closes the
+/// Moves the cursor: past row `$3` within the window, or (`$2`) closes the
 /// window. Also renews the lease. Fenced by the holder: a relay that lost
 /// the lease moves nothing.
 const ADVANCE: &str = "UPDATE outbox_relay
      SET lo = CASE WHEN $2 THEN hi ELSE lo END,
          hi = CASE WHEN $2 THEN NULL ELSE hi END,
+         after_txid = CASE WHEN $2 THEN pg_snapshot_xmin(hi)
+                           ELSE (SELECT txid FROM outbox WHERE id = $3::bigint) END,
          after_id = CASE WHEN $2 THEN 0 ELSE $3::bigint END,
          leased_until = clock_timestamp() + $4::bigint * interval '1 millisecond'
      WHERE holder = $1";
@@ -363,24 +382,27 @@ impl Relay {
         let published = sent.published.len();
         self.record_published(&sent, read_at.elapsed().as_secs_f64());
 
+        // The cursor may move through the rows before the first the broker
+        // failed on (in window order); a short batch that all went out
+        // closes the window.
+        let failed_at = sent
+            .broker_failed
+            .iter()
+            .filter_map(|(failed, _)| pending.iter().position(|p| p.id == failed.id))
+            .min();
+        let passed = &pending[..failed_at.unwrap_or(pending.len())];
         // The rows the broker refused for themselves go to the retry path,
-        // before the cursor moves past them.
+        // before the cursor moves past them; those after a failure are read
+        // again with the rest, next pass.
         let mut set_aside = 0;
-        let first_broker_failure = sent.broker_failed.iter().map(|(p, _)| p.id).min();
         for (p, error) in &sent.refused {
-            if first_broker_failure.is_some_and(|first| p.id > first) {
-                continue; // read again with the rest, next pass
+            if passed.iter().any(|q| q.id == p.id) {
+                self.set_aside(&client, p, error).await?;
+                set_aside += 1;
             }
-            self.set_aside(&client, p, error).await?;
-            set_aside += 1;
         }
-        // Advance to just before the first row the broker failed on, or
-        // through the batch; a short batch that all went out closes the window.
-        let through = match first_broker_failure {
-            Some(first) => pending.iter().map(|p| p.id).filter(|id| *id < first).max(),
-            None => pending.last().map(|p| p.id),
-        };
-        let closes = first_broker_failure.is_none() && !full;
+        let through = passed.last().map(|p| p.id);
+        let closes = failed_at.is_none() && !full;
         if closes || through.is_some() {
             let advance = client.prepare_cached(ADVANCE).await?;
             let moved = client
@@ -410,7 +432,7 @@ impl Relay {
         Ok(Pass {
             holding,
             published,
-            full: full && first_broker_failure.is_none(),
+            full: full && failed_at.is_none(),
         })
     }
 
@@ -663,32 +685,26 @@ impl Relay {
     /// A NOTIFY on [`CHANNEL`]: the relay holding the cursor, in another
     /// process, makes a pass now rather than at its next poll.
     async fn notify_holder(&self) {
-        let notified = match self.pool.get().await {
-            Ok(client) => client
-                .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
-                .await
-                .map(|_| ())
-                .map_err(DbError::from),
-            Err(e) => Err(e.into()),
-        };
-        if let Err(e) = notified {
+        if let Err(e) = self.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await {
             tracing::debug!(error = %e, "cannot wake the relay holding the outbox cursor");
         }
     }
 
     /// Gives up the cursor's lease, if this relay holds it.
     async fn release(&self) {
-        let released = match self.pool.get().await {
-            Ok(client) => client
-                .execute(RELEASE, &[&self.holder])
-                .await
-                .map(|_| ())
-                .map_err(DbError::from),
-            Err(e) => Err(e.into()),
-        };
-        if let Err(e) = released {
+        if let Err(e) = self.execute(RELEASE, &[&self.holder]).await {
             tracing::warn!(error = %e, "cannot release the outbox cursor; its lease will expire");
         }
+    }
+
+    /// One statement of the relay's own bookkeeping, on a pooled connection.
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<(), DbError> {
+        self.pool.get().await?.execute(sql, params).await?;
+        Ok(())
     }
 }
 
