@@ -13,7 +13,7 @@ BROKER_PORT="${SHOP_BROKER_PORT:-9092}"
 TANSU_VERSION=0.6.0
 export PATH="$TOOLS_DIR/bin:$PATH"
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+log() { printf '\033[1m==> [%s] %s\033[0m\n' "$(date +%T)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
