@@ -69,3 +69,23 @@ fn caused_by_io(e: &tokio_postgres::Error) -> bool {
     }
     e.to_string().contains("timeout")
 }
+
+/// Lets `?` turn a driver or pool error into `$error` through its
+/// `From<DbError>`: the one place these two conversions are written, for
+/// every error type that wraps a [`DbError`].
+#[macro_export]
+macro_rules! from_db_errors {
+    ($error:ty) => {
+        impl From<$crate::deadpool_postgres::tokio_postgres::Error> for $error {
+            fn from(e: $crate::deadpool_postgres::tokio_postgres::Error) -> Self {
+                $crate::DbError::from(e).into()
+            }
+        }
+
+        impl From<$crate::deadpool_postgres::PoolError> for $error {
+            fn from(e: $crate::deadpool_postgres::PoolError) -> Self {
+                $crate::DbError::from(e).into()
+            }
+        }
+    };
+}

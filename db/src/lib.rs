@@ -3,8 +3,8 @@
 //! messaging schema in `sql/messaging.sql`), Kafka clients ([`kafka`]), the
 //! transactional [`outbox`] and its [`relay`], the [`inbox`] consumer, poison
 //! messages' [`dead_letter`]s, the event [`headers`], LISTEN/NOTIFY fan-out
-//! ([`listen`]), the [`retention`] sweep, and the [`service`] that runs them
-//! all beside a gRPC server.
+//! ([`listen`]) and the [`retention`] sweep. The `shop-service` crate runs
+//! them all beside a service's gRPC server.
 //!
 //! The delivery algorithms and the invariants they keep are described in
 //! `docs/architecture.md`.
@@ -23,7 +23,6 @@ pub mod outbox;
 pub mod pool;
 pub mod relay;
 pub mod retention;
-pub mod service;
 
 pub use deadpool_postgres::{self, GenericClient, Pool, Transaction};
 pub use error::DbError;

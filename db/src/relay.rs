@@ -148,17 +148,7 @@ pub enum RelayError {
     Fatal(String),
 }
 
-impl From<tokio_postgres::Error> for RelayError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Self::Db(e.into())
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for RelayError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Db(e.into())
-    }
-}
+crate::from_db_errors!(RelayError);
 
 /// Takes (or renews) the cursor's lease, opens a window when none is open,
 /// and reads the next rows of it: one walk of the `outbox_txid` index from

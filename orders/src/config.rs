@@ -1,9 +1,9 @@
 //! The orders service's names and defaults: `ORDERS_*` variables, gRPC on
 //! 127.0.0.1:50051, database `orders`, consumer group `orders`, metrics on
 //! 127.0.0.1:9151. The variables themselves are read by
-//! [`shop_db::service::ServiceConfig`], the same for every service.
+//! [`shop_service::ServiceConfig`], the same for every service.
 
-use shop_db::service::ServiceSpec;
+use shop_service::ServiceSpec;
 
 /// Names and defaults of the orders service.
 pub const SPEC: ServiceSpec = ServiceSpec {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    shop_db::service::main(&SPEC, |config, shutdown| async move {
+    shop_service::main(&SPEC, |config, shutdown| async move {
         startup::build(&config, &shutdown)
             .await?
             .run_until_stopped(shutdown)

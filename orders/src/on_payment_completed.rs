@@ -99,7 +99,7 @@ impl Outcome {
 
 /// The status a payment result leads to; `None` for VOIDED.
 pub fn status_of(event: &PaymentCompleted) -> Result<Option<Status>, HandleError> {
-    match (event.outcome(), event.cancel_reason()) {
+    match (event.outcome(), event.decline_reason()) {
         (PaymentOutcome::Paid, _) => Ok(Some(Status::Finished)),
         (PaymentOutcome::Declined, DeclineReason::InsufficientFunds) => {
             Ok(Some(Status::Cancelled(CancelReason::InsufficientFunds)))
@@ -215,7 +215,7 @@ mod tests {
     fn event(outcome: PaymentOutcome, reason: DeclineReason) -> PaymentCompleted {
         PaymentCompleted {
             outcome: outcome.into(),
-            cancel_reason: reason.into(),
+            decline_reason: reason.into(),
             ..Default::default()
         }
     }

@@ -47,17 +47,7 @@ impl From<RowError> for OrderError {
     }
 }
 
-impl From<tokio_postgres::Error> for OrderError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Self::Db(e.into())
-    }
-}
-
-impl From<shop_db::deadpool_postgres::PoolError> for OrderError {
-    fn from(e: shop_db::deadpool_postgres::PoolError) -> Self {
-        Self::Db(e.into())
-    }
-}
+shop_db::from_db_errors!(OrderError);
 
 /// Creates a NEW order and enqueues its payment request on `requests_topic`
 /// with ONE statement (order row and outbox row commit together), then

@@ -23,17 +23,7 @@ pub enum AccountError {
     Db(#[from] DbError),
 }
 
-impl From<tokio_postgres::Error> for AccountError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Self::Db(e.into())
-    }
-}
-
-impl From<shop_db::deadpool_postgres::PoolError> for AccountError {
-    fn from(e: shop_db::deadpool_postgres::PoolError) -> Self {
-        Self::Db(e.into())
-    }
-}
+shop_db::from_db_errors!(AccountError);
 
 /// Opens the user's account with a zero balance. Replaying the key that
 /// opened it returns the account instead of `AlreadyExists`.

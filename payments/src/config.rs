@@ -1,9 +1,9 @@
 //! The payments service's names and defaults: `PAYMENTS_*` variables, gRPC
 //! on 127.0.0.1:50052, database `payments`, consumer group `payments`,
 //! metrics on 127.0.0.1:9152. The variables themselves are read by
-//! [`shop_db::service::ServiceConfig`], the same for every service.
+//! [`shop_service::ServiceConfig`], the same for every service.
 
-use shop_db::service::ServiceSpec;
+use shop_service::ServiceSpec;
 
 /// Names and defaults of the payments service.
 pub const SPEC: ServiceSpec = ServiceSpec {

@@ -25,7 +25,13 @@ pub struct KeyedCredit {
     pub created_at: SystemTime,
 }
 
-/// The decision for one order.
+/// The ledger's decision for one order: the one name for it in this crate.
+/// It is stored in the ledger row's `outcome` column ([`Decision::as_str`];
+/// the column keeps its name so that replicas of the previous version,
+/// still running during a rolling deploy, go on reading it) and published
+/// in `PaymentCompleted` as its `outcome` and `decline_reason`
+/// ([`Decision::to_event`]). On the orders side it becomes the order's status
+/// and `cancel_reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Paid,

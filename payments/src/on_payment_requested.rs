@@ -191,7 +191,7 @@ impl OnPaymentRequested {
                 user_id: request.user_id.to_string(),
                 amount: request.amount.get(),
                 outcome: outcome.into(),
-                cancel_reason: reason.into(),
+                decline_reason: reason.into(),
                 completed_at,
             };
             answers.push(NewEvent::encode(

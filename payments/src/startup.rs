@@ -16,8 +16,8 @@ use shop_db::outbox::{self, RelayWake};
 use shop_db::pool;
 use shop_db::relay::Relay;
 use shop_db::retention::Retention;
-use shop_db::service::{Service, ServiceConfig};
 use shop_runtime::grpc;
+use shop_service::{Service, ServiceConfig};
 use tokio_util::sync::CancellationToken;
 
 /// Builds every part of the payments service; nothing runs until

@@ -6,7 +6,7 @@
 
 use shop_db::DbConfig;
 use shop_db::inbox::Handler;
-use shop_db::service::{Service, ServiceConfig};
+use shop_service::{Service, ServiceConfig};
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
@@ -282,7 +282,7 @@ pub struct TestService<C> {
     pub addr: std::net::SocketAddr,
     pub client: C,
     pub pool: shop_db::Pool,
-    pub config: shop_db::service::ServiceConfig,
+    pub config: shop_service::ServiceConfig,
     pub shutdown: tokio_util::sync::CancellationToken,
     pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub db: std::sync::Arc<TestDb>,
@@ -293,26 +293,32 @@ pub fn service_config(
     db: &TestDb,
     kafka: shop_db::kafka::KafkaConfig,
     group: &str,
-) -> shop_db::service::ServiceConfig {
-    shop_db::service::ServiceConfig {
+) -> shop_service::ServiceConfig {
+    shop_service::ServiceConfig {
         listen_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         database: db.config().clone(),
         kafka,
         relay: shop_db::relay::RelayConfig::default(),
+        // The production defaults, but quicker to retry and give up.
         inbox: shop_db::inbox::InboxConfig {
-            group_id: group.to_owned(),
-            assignment: shop_db::inbox::Assignment::Group,
-            batch_size: 500,
             max_attempts: 3,
             retry_min: Duration::from_millis(20),
             retry_max: Duration::from_millis(200),
             partition_refresh: Duration::from_secs(1),
-            revoke_timeout: Duration::from_secs(5),
+            ..shop_db::inbox::InboxConfig::from_env(
+                &shop_runtime::Env::from_pairs("", no_vars()),
+                group,
+            )
+            .expect("the defaults are valid")
         },
         retention: shop_db::retention::RetentionConfig::default(),
         log_format: shop_runtime::LogFormat::Text,
         metrics_addr: None,
     }
+}
+
+fn no_vars() -> Vec<(&'static str, &'static str)> {
+    Vec::new()
 }
 
 /// Runs `service` (built by a service's `startup::build` with `shutdown`)

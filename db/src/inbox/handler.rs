@@ -44,17 +44,7 @@ impl From<DbError> for HandleError {
     }
 }
 
-impl From<tokio_postgres::Error> for HandleError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        DbError::from(e).into()
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for HandleError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        DbError::from(e).into()
-    }
-}
+crate::from_db_errors!(HandleError);
 
 /// What an inbox consumes from its topic: one protobuf message, or several
 /// told apart by each record's `event-type` header (the message's full

@@ -19,7 +19,7 @@
 //!   invalid are parked in `dead_letters` after `INBOX_MAX_ATTEMPTS`.
 //! - If a worker dies, or the Kafka client meets a fatal error,
 //!   [`InboxConsumer::run`] returns an error, and the service stops with it
-//!   (see `service.rs`): it never stays up with its pipeline dead.
+//!   (see the `shop-service` crate): it never stays up with its pipeline dead.
 //! - In group mode, replicas share the partitions (cooperative rebalancing).
 //!   A revoked partition's worker stops, stores what it applied and is gone
 //!   before the revoke completes, and a worker can never store an offset for

@@ -338,7 +338,7 @@ async fn a_service_whose_consumer_dies_stops_with_an_error() {
     let (health, grpc) = shop_runtime::grpc::base_router("test.v1.Test").expect("router");
     health.serving().await;
     let wake = RelayWake::new();
-    let service = shop_db::service::Service {
+    let service = shop_service::Service {
         pool: s.pool.clone(),
         listener: tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

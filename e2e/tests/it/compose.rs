@@ -5,8 +5,8 @@
 
 use serde_json::Value;
 use shop_db::kafka::{DEFAULT_REQUESTS_TOPIC, DEFAULT_RESULTS_TOPIC};
-use shop_db::service::{ServiceConfig, ServiceSpec};
 use shop_runtime::Env;
+use shop_service::{ServiceConfig, ServiceSpec};
 use std::collections::BTreeMap;
 use std::path::Path;
 

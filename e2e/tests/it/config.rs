@@ -89,7 +89,7 @@ fn every_variable_the_binaries_read_is_in_the_readme_with_its_default() {
         (&shop_payments::config::SPEC, "PAYMENTS_"),
     ] {
         let env = Env::from_pairs(prefix, [] as [(String, String); 0]);
-        shop_db::service::ServiceConfig::from_env(spec, &env).expect("defaults are valid");
+        shop_service::ServiceConfig::from_env(spec, &env).expect("defaults are valid");
         if prefix == "ORDERS_" {
             shop_orders::expiry::ExpiryConfig::from_env(&env).expect("defaults are valid");
         }

@@ -75,7 +75,7 @@ async fn complete(app: &TestApp, order: &Order, outcome: PaymentOutcome, reason:
         user_id: order.user_id.clone(),
         amount: order.amount,
         outcome: outcome.into(),
-        cancel_reason: reason.into(),
+        decline_reason: reason.into(),
         completed_at: None,
     };
     send_completed(app, &event).await;
@@ -256,7 +256,7 @@ async fn duplicate_results_are_applied_once_and_poison_is_dead_lettered() {
         user_id: user.clone(),
         amount: 10,
         outcome: PaymentOutcome::Paid.into(),
-        cancel_reason: 0,
+        decline_reason: 0,
         completed_at: None,
     };
     for _ in 0..3 {

@@ -2,8 +2,8 @@
 //! topics and a fresh consumer group, against the real broker.
 
 use shop_db::kafka::KafkaConfig;
-use shop_db::service::ServiceConfig;
 use shop_proto::payments::payments_client::PaymentsClient;
+use shop_service::ServiceConfig;
 use shop_testkit::{TestDb, TestService};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;

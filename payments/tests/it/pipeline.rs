@@ -95,7 +95,7 @@ async fn results(app: &TestApp, count: usize) -> Vec<PaymentCompleted> {
 fn by_order(results: &[PaymentCompleted]) -> HashMap<String, (PaymentOutcome, DeclineReason)> {
     results
         .iter()
-        .map(|r| (r.order_id.clone(), (r.outcome(), r.cancel_reason())))
+        .map(|r| (r.order_id.clone(), (r.outcome(), r.decline_reason())))
         .collect()
 }
 
@@ -225,7 +225,7 @@ async fn the_decision_is_sticky_after_a_later_top_up() {
     let both = results(&app, 2).await;
     assert!(
         both.iter()
-            .all(|r| r.cancel_reason() == DeclineReason::InsufficientFunds),
+            .all(|r| r.decline_reason() == DeclineReason::InsufficientFunds),
         "{both:?}"
     );
     assert_eq!(balance(&mut app, &user).await, 10_100);
@@ -248,7 +248,7 @@ async fn fifty_concurrent_orders_on_an_account_funded_for_seven() {
         .count();
     let declined = outcomes
         .iter()
-        .filter(|r| r.cancel_reason() == DeclineReason::InsufficientFunds)
+        .filter(|r| r.decline_reason() == DeclineReason::InsufficientFunds)
         .count();
     assert_eq!((paid, declined), (7, 43));
     assert_eq!(balance(&mut app, &user).await, 0);

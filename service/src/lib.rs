@@ -1,19 +1,20 @@
-//! What every backend service runs, written once: its configuration
+//! What every backend service runs, written once, on the machinery of
+//! `shop-db`: its configuration
 //! ([`ServiceConfig`]: listen address, database, Kafka, relay, inbox, logs),
 //! the named parts a service's `startup` builds ([`Service`]: pool, gRPC
 //! router, notifications, outbox relay, inbox consumer), the one run function
 //! that drives them until shutdown ([`Service::run_until_stopped`]) and the
 //! command line (`serve | migrate | dead-letters list|replay | health [ADDR]`).
 
-use crate::inbox::{Handler, InboxConfig, InboxConsumer};
-use crate::kafka::KafkaConfig;
-use crate::listen::Listener;
-use crate::pool::DbConfig;
-use crate::relay::{Relay, RelayConfig};
-use crate::retention::{Retention, RetentionConfig};
-use crate::{Pool, dead_letter, migrate, pool};
 use anyhow::Context;
 use refinery::Migration;
+use shop_db::inbox::{Handler, InboxConfig, InboxConsumer};
+use shop_db::kafka::KafkaConfig;
+use shop_db::listen::Listener;
+use shop_db::pool::DbConfig;
+use shop_db::relay::{Relay, RelayConfig};
+use shop_db::retention::{Retention, RetentionConfig};
+use shop_db::{Pool, dead_letter, migrate, pool};
 use shop_runtime::cli::{self, Command};
 use shop_runtime::grpc::{self, GrpcRouter, Health};
 use shop_runtime::{ConfigError, Env, LogFormat, shutdown, telemetry};
@@ -212,7 +213,7 @@ impl<H: Handler> Service<H> {
         });
         let (token, observed) = (stop.clone(), pool.clone());
         tasks.spawn(async move {
-            crate::observe::run(observed, token).await;
+            shop_db::observe::run(observed, token).await;
             ("gauges", Ok(()))
         });
         for job in jobs {
@@ -296,7 +297,7 @@ where
             if let Some(addr) = config.metrics_addr {
                 let mut exporter =
                     metrics_exporter_prometheus::PrometheusBuilder::new().with_http_listener(addr);
-                for (name, buckets) in spec.histograms.iter().chain(crate::relay::HISTOGRAMS) {
+                for (name, buckets) in spec.histograms.iter().chain(shop_db::relay::HISTOGRAMS) {
                     exporter = exporter.set_buckets_for_metric(
                         metrics_exporter_prometheus::Matcher::Full((*name).to_owned()),
                         buckets,
