@@ -29,10 +29,11 @@ logs:
 	@tail -n 50 -f .run/logs/*.log
 
 bench: ## open-loop end-to-end figures on release builds (STEP_SECONDS, SCALE_ROWS)
-	@source scripts/lib.sh && ensure_postgres && ensure_tansu_installed
+	@source scripts/lib.sh && ensure_postgres && ensure_bench_tansu_installed
 	cargo build --workspace --bins --release
 	@source scripts/lib.sh && pg="$$(start_bench_postgres)" && trap 'stop_bench_postgres "$$pg"' EXIT && \
 	  SHOP_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$$BENCH_PG_PORT/postgres" \
+	  SHOP_TANSU_BIN="$$TANSU_BENCH_ROOT/bin/tansu" \
 	  cargo bench -p shop-e2e --bench pipeline
 
 chaos: ## seeded fault injection of the whole stack (FAULTS=100, SEED=random, REPLICAS=1)

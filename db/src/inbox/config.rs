@@ -60,6 +60,12 @@ pub struct InboxConfig {
     /// grace after which a batch in flight is abandoned (its statement
     /// cancelled, its transaction rolled back).
     pub revoke_timeout: Duration,
+    /// `{PREFIX}INBOX_GAP_REWIND`: 0 (the default) for Apache Kafka; for
+    /// tansu 0.6.0, whose fetch skips the rest of a batch it starts inside
+    /// (test-broker defect 1), at least the producers' `batch.num.messages`:
+    /// a partition whose offsets skip ahead is fetched again from this many
+    /// offsets earlier (see `continuity.rs`).
+    pub gap_rewind: u32,
 }
 
 impl InboxConfig {
@@ -87,6 +93,7 @@ impl InboxConfig {
             partition_refresh: env
                 .millis_or("INBOX_PARTITION_REFRESH_MS", Duration::from_secs(10))?,
             revoke_timeout: env.millis_or("INBOX_REVOKE_TIMEOUT_MS", Duration::from_secs(5))?,
+            gap_rewind: env.parse_or("INBOX_GAP_REWIND", 0)?,
         })
     }
 }

@@ -33,6 +33,7 @@
 //! and [`ownership`] (who may store an offset).
 
 mod config;
+mod continuity;
 mod handler;
 pub mod ownership;
 mod worker;
@@ -43,6 +44,7 @@ pub use handler::{Delivery, HandleError, Handler, Inbound, InboxEvent, decode_as
 use crate::backoff::Backoff;
 use crate::outbox::RelayWake;
 use crate::{Pool, kafka};
+use continuity::{Continuity, Verdict};
 use ownership::Ownership;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -135,8 +137,14 @@ impl Backlog {
         self.0.remove(&partition);
     }
 
-    /// Moves what the workers have room for; resumes emptied partitions.
-    fn drain<H: Handler>(&mut self, consumer: &InboxConsumer<H>, workers: &HashMap<i32, Worker>) {
+    /// Moves what the workers have room for; resumes emptied partitions and
+    /// returns them.
+    fn drain<H: Handler>(
+        &mut self,
+        consumer: &InboxConsumer<H>,
+        workers: &HashMap<i32, Worker>,
+    ) -> Vec<i32> {
+        let mut resumed = Vec::new();
         self.0.retain(|partition, queue| {
             let Some(worker) = workers.get(partition).map(|w| &w.sender) else {
                 return false;
@@ -152,8 +160,10 @@ impl Backlog {
                 }
             }
             consumer.pause(*partition, false);
+            resumed.push(*partition);
             false
         });
+        resumed
     }
 }
 
@@ -202,6 +212,7 @@ impl<H: Handler> InboxConsumer<H> {
         let mut workers: HashMap<i32, Worker> = HashMap::new();
         let mut seen_generation = this.ownership.generation();
         let mut backlog = Backlog::default();
+        let mut continuity = Continuity::new(this.config.gap_rewind);
         let mut tasks = JoinSet::new();
         let mut partitions = HashMap::new();
         let mut refresh = tokio::time::interval(this.config.partition_refresh);
@@ -232,7 +243,18 @@ impl<H: Handler> InboxConsumer<H> {
                         }
                     }
                 }
-                _ = drain.tick(), if !backlog.is_empty() => backlog.drain(&this, &workers),
+                _ = drain.tick(), if !backlog.is_empty() => {
+                    // A resumed partition is fetched from the last message
+                    // handed out, maybe inside a batch (test-broker defect 1).
+                    for partition in backlog.drain(&this, &workers) {
+                        let restart = continuity
+                            .expected(partition)
+                            .and_then(|next| continuity.restart_before(next));
+                        if let Some(to) = restart {
+                            this.rewind(partition, None, to).await;
+                        }
+                    }
+                }
                 _ = lag.tick() => this.measure_lag().await,
                 _ = fatal.tick() => {
                     if let Some((code, reason)) = this.consumer.client().fatal_error() {
@@ -271,6 +293,9 @@ impl<H: Handler> InboxConsumer<H> {
                         backlog.forget(partition);
                         match this.ownership.take_for_worker(partition) {
                             Some(claim) => {
+                                if continuity.is_on() {
+                                    continuity.start(partition, this.committed(partition).await);
+                                }
                                 let (sender, receiver) = mpsc::channel(this.config.batch_size * 2);
                                 let epoch = claim.epoch;
                                 let work = Arc::clone(&this).work(claim, receiver);
@@ -278,6 +303,16 @@ impl<H: Handler> InboxConsumer<H> {
                                 workers.insert(partition, Worker { epoch, sender });
                             }
                             None => continue, // revoked meanwhile
+                        }
+                    }
+                    match continuity.check(partition, message.offset()) {
+                        Verdict::Take => {}
+                        Verdict::Drop => continue,
+                        Verdict::Rewind(to) => {
+                            if !this.rewind(partition, Some(message.offset()), to).await {
+                                continuity.rewind_failed(partition);
+                            }
+                            continue;
                         }
                     }
                     if let Some(worker) = workers.get(&partition) {
@@ -357,6 +392,73 @@ impl<H: Handler> InboxConsumer<H> {
         for (partition, lag) in measured.unwrap_or_default() {
             metrics::gauge!("shop_inbox_lag", "topic" => self.topic.clone(), "partition" => partition.to_string())
                 .set(lag as f64);
+        }
+    }
+
+    /// The group's committed offset of `partition`, if it has one and the
+    /// broker answers.
+    async fn committed(&self, partition: i32) -> Option<i64> {
+        let consumer = Arc::clone(&self.consumer);
+        let topic = self.topic.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut list = TopicPartitionList::new();
+            list.add_partition(&topic, partition);
+            let committed = consumer.committed_offsets(list, Duration::from_secs(2))?;
+            Ok::<_, KafkaError>(
+                match committed
+                    .find_partition(&topic, partition)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(offset)) => Some(offset),
+                    _ => None,
+                },
+            )
+        })
+        .await;
+        match read {
+            Ok(Ok(offset)) => offset,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, partition, "cannot read the committed offset: no gap repair at this start");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Test-broker defect 1 (see [`continuity`]): fetching restarts at `to`,
+    /// because the message at `seen` skipped offsets, or (`None`) because the
+    /// partition was resumed. False if the seek failed.
+    async fn rewind(&self, partition: i32, seen: Option<i64>, to: i64) -> bool {
+        let consumer = Arc::clone(&self.consumer);
+        let topic = self.topic.clone();
+        let sought = tokio::task::spawn_blocking(move || {
+            consumer.seek(
+                &topic,
+                partition,
+                Offset::Offset(to),
+                Duration::from_secs(2),
+            )
+        })
+        .await;
+        match sought {
+            Ok(Ok(())) => {
+                if let Some(seen) = seen {
+                    tracing::info!(
+                        partition,
+                        seen,
+                        to,
+                        "offsets skipped by the broker: fetching again from earlier"
+                    );
+                    metrics::counter!("shop_inbox_rewinds_total", "topic" => self.topic.clone())
+                        .increment(1);
+                }
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, partition, to, "cannot seek back over skipped offsets");
+                false
+            }
+            Err(_) => false,
         }
     }
 
@@ -442,8 +544,19 @@ impl<H: Handler> InboxConsumer<H> {
         .map_err(|e| e.to_string())??;
         let mut added = TopicPartitionList::new();
         for p in all.into_iter().filter(|p| !known.contains(p)) {
+            // From the stored offset; with the gap rewind on, from a batch
+            // before it, so a broker with test-broker defect 1 skips nothing
+            // (what comes again before it is dropped by the reader).
+            let rewind = i64::from(self.config.gap_rewind);
+            let start = match rewind {
+                0 => Offset::Stored,
+                _ => match self.committed(p).await {
+                    Some(committed) => Offset::Offset((committed - rewind).max(0)),
+                    None => Offset::Stored,
+                },
+            };
             added
-                .add_partition_offset(&self.topic, p, Offset::Stored)
+                .add_partition_offset(&self.topic, p, start)
                 .map_err(|e| e.to_string())?;
         }
         if added.count() == 0 {

@@ -12,7 +12,7 @@ use shop_db::kafka::KafkaConfig;
 use shop_db::outbox::{NewEvent, RelayWake};
 use shop_db::{Pool, Transaction, migrate, pool};
 use shop_proto::events::PaymentRequested;
-use shop_testkit::{TestDb, eventually, kafka_config, unique_group};
+use shop_testkit::{PRODUCER_BATCH, TestDb, eventually, kafka_config, unique_group};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -166,13 +166,54 @@ impl Setup {
             .expect("delivered");
     }
 
+    /// Produces one event with `amount` to `partition` without waiting: the
+    /// producer may batch it with the next ones.
+    pub fn enqueue(&self, partition: i32, amount: i64) -> rdkafka::producer::DeliveryFuture {
+        let event = PaymentRequested {
+            event_id: Uuid::now_v7().to_string(),
+            amount,
+            ..Default::default()
+        };
+        let payload = event.encode_to_vec();
+        let record = FutureRecord::<str, _>::to(&self.kafka.topics.requests)
+            .partition(partition)
+            .key("k")
+            .payload(&payload);
+        self.producer
+            .send_result(record)
+            .map_err(|(e, _)| e)
+            .expect("enqueued")
+    }
+
+    /// Sends events with `amounts` to partition 0 as one producer batch
+    /// (enqueued together, within the producer's linger), and waits for them.
+    pub async fn send_batch(&self, amounts: impl IntoIterator<Item = i64>) {
+        let sent: Vec<_> = amounts.into_iter().map(|a| self.enqueue(0, a)).collect();
+        for delivery in sent {
+            delivery
+                .await
+                .expect("not cancelled")
+                .map_err(|(e, _)| e)
+                .expect("delivered");
+        }
+    }
+
     fn consumer(&self) -> InboxConsumer<Recorder> {
         self.consumer_with_batches_of(100)
     }
 
     fn consumer_with_batches_of(&self, batch_size: usize) -> InboxConsumer<Recorder> {
+        self.consumer_in(&unique_group("inbox"), batch_size, PRODUCER_BATCH)
+    }
+
+    fn consumer_in(
+        &self,
+        group: &str,
+        batch_size: usize,
+        gap_rewind: u32,
+    ) -> InboxConsumer<Recorder> {
         let config = InboxConfig {
-            group_id: unique_group("inbox"),
+            group_id: group.to_owned(),
             assignment: Assignment::All,
             batch_size,
             max_attempts: 2,
@@ -180,6 +221,7 @@ impl Setup {
             retry_max: Duration::from_millis(50),
             partition_refresh: Duration::from_secs(1),
             revoke_timeout: Duration::from_secs(5),
+            gap_rewind,
         };
         InboxConsumer::new(
             self.pool.clone(),
@@ -234,6 +276,73 @@ async fn a_poison_message_in_a_batch_is_parked_and_its_neighbours_applied_in_ord
     assert_eq!(s.count("SELECT count(*) FROM inbox").await, 4);
     shutdown.cancel();
     consumer.await.expect("task").expect("stops cleanly");
+}
+
+/// Test-broker defect 1 and its repair. Forty events go out as one producer
+/// batch; the group's offset is committed in the middle of it, where a
+/// consumer stopped there would have left it; a consumer started there must
+/// apply every event from that offset on, and the twenty of a second batch
+/// sent while it runs. Without the gap rewind, tansu 0.6.0 answers from the
+/// next batch on and the consumer misses the rest of the first (the
+/// control: when the test broker no longer does this, it fails, and
+/// `INBOX_GAP_REWIND` can go).
+#[tokio::test]
+async fn a_consumer_that_starts_inside_a_producer_batch_misses_nothing_with_the_gap_rewind() {
+    let mut kafka = kafka_config(1);
+    kafka.producer = vec![
+        ("batch.num.messages".to_owned(), PRODUCER_BATCH.to_string()),
+        ("linger.ms".to_owned(), "200".to_owned()),
+    ];
+    kafka
+        .ensure_topics(&[&kafka.topics.requests])
+        .await
+        .expect("topic");
+    let repaired = setup_on(kafka.clone()).await;
+    let control = setup_on(kafka.clone()).await;
+    repaired.send_batch(1..=40).await;
+    let shutdown = CancellationToken::new();
+    let mut consumers = Vec::new();
+    for (setup, gap_rewind) in [(&repaired, PRODUCER_BATCH), (&control, 0)] {
+        let group = unique_group("mid-batch");
+        commit_offset(&kafka, &group, 20).await;
+        let consumer = setup.consumer_in(&group, 100, gap_rewind);
+        consumers.push(tokio::spawn(consumer.run(shutdown.clone())));
+    }
+    repaired.send_batch(41..=60).await;
+    let expected: Vec<i64> = (21..=60).collect();
+    eventually("the repaired consumer to apply 21..=60", WAIT, || async {
+        (repaired.applied(0).await == expected).then_some(())
+    })
+    .await;
+    eventually(
+        "the control consumer to reach the second batch",
+        WAIT,
+        || async { control.applied(0).await.contains(&60).then_some(()) },
+    )
+    .await;
+    shutdown.cancel();
+    for consumer in consumers {
+        consumer.await.expect("task").expect("stops cleanly");
+    }
+    let control_applied = control.applied(0).await;
+    assert!(
+        control_applied.len() < expected.len(),
+        "the control missed nothing ({control_applied:?}): the test broker no longer skips inside a batch"
+    );
+}
+
+/// Commits `offset` of partition 0 of the requests topic for `group`, as a
+/// consumer that applied everything before it would have.
+async fn commit_offset(kafka: &KafkaConfig, group: &str, offset: i64) {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    let consumer = kafka.consumer(group).expect("consumer");
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset(&kafka.topics.requests, 0, rdkafka::Offset::Offset(offset))
+        .expect("offset");
+    tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
+        .await
+        .expect("task")
+        .expect("committed");
 }
 
 #[tokio::test]
@@ -308,6 +417,7 @@ async fn all_mode_refuses_a_topic_that_does_not_exist() {
         retry_max: Duration::from_millis(10),
         partition_refresh: Duration::from_secs(1),
         revoke_timeout: Duration::from_secs(5),
+        gap_rewind: PRODUCER_BATCH,
     };
     let mut kafka = s.kafka.clone();
     kafka

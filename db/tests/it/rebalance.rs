@@ -35,6 +35,7 @@ fn member(
         retry_max: Duration::from_millis(100),
         partition_refresh: Duration::from_secs(1),
         revoke_timeout,
+        gap_rewind: shop_testkit::PRODUCER_BATCH,
     };
     InboxConsumer::new(
         s.pool.clone(),
