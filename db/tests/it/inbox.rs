@@ -149,19 +149,9 @@ pub async fn setup_on(kafka: KafkaConfig) -> Setup {
 impl Setup {
     /// Produces one event with `amount` to `partition` and waits for its delivery.
     pub async fn send(&self, partition: i32, amount: i64) {
-        let event = PaymentRequested {
-            event_id: Uuid::now_v7().to_string(),
-            amount,
-            ..Default::default()
-        };
-        let payload = event.encode_to_vec();
-        let record = FutureRecord::<str, _>::to(&self.kafka.topics.requests)
-            .partition(partition)
-            .key("k")
-            .payload(&payload);
-        self.producer
-            .send(record, Duration::from_secs(5))
+        self.enqueue(partition, amount)
             .await
+            .expect("not cancelled")
             .map_err(|(e, _)| e)
             .expect("delivered");
     }
