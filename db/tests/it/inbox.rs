@@ -193,18 +193,24 @@ impl Setup {
     }
 
     fn consumer_with_batches_of(&self, batch_size: usize) -> InboxConsumer<Recorder> {
-        self.consumer_in(&unique_group("inbox"), batch_size, PRODUCER_BATCH)
+        self.consumer_in(
+            &unique_group("inbox"),
+            Assignment::All,
+            batch_size,
+            PRODUCER_BATCH,
+        )
     }
 
     fn consumer_in(
         &self,
         group: &str,
+        assignment: Assignment,
         batch_size: usize,
         gap_rewind: u32,
     ) -> InboxConsumer<Recorder> {
         let config = InboxConfig {
             group_id: group.to_owned(),
-            assignment: Assignment::All,
+            assignment,
             batch_size,
             max_attempts: 2,
             retry_min: Duration::from_millis(10),
@@ -268,14 +274,17 @@ async fn a_poison_message_in_a_batch_is_parked_and_its_neighbours_applied_in_ord
     consumer.await.expect("task").expect("stops cleanly");
 }
 
-/// Test-broker defect 1 and its repair. Forty events go out as one producer
-/// batch; the group's offset is committed in the middle of it, where a
-/// consumer stopped there would have left it; a consumer started there must
-/// apply every event from that offset on, and the twenty of a second batch
-/// sent while it runs. Without the gap rewind, tansu 0.6.0 answers from the
-/// next batch on and the consumer misses the rest of the first (the
-/// control: when the test broker no longer does this, it fails, and
-/// `INBOX_GAP_REWIND` can go).
+/// Test-broker defect 1 and its repair. Two producer batches, 64 records
+/// (offsets 0..=63) and 40 (64..=103); the group's offset is committed at 84,
+/// in the middle of the second, where a consumer stopped there would have
+/// left it. A consumer started there with a gap rewind of 64 fetches from 20,
+/// inside the first batch, which tansu answers from 64: it must drop 64..=83
+/// and apply every event from 84 on, and the twenty of a third batch sent
+/// while it runs — in `all` mode (the start is set on assignment) and in
+/// `group` mode (the start is the committed offset, so the skip is caught
+/// and rewound). Without the rewind, tansu 0.6.0 answers from the next batch
+/// on and the consumer misses 84..=103 (the control: when the test broker no
+/// longer does this, it fails, and `INBOX_GAP_REWIND` can go).
 #[tokio::test]
 async fn a_consumer_that_starts_inside_a_producer_batch_misses_nothing_with_the_gap_rewind() {
     let mut kafka = kafka_config(1);
@@ -287,27 +296,38 @@ async fn a_consumer_that_starts_inside_a_producer_batch_misses_nothing_with_the_
         .ensure_topics(&[&kafka.topics.requests])
         .await
         .expect("topic");
-    let repaired = setup_on(kafka.clone()).await;
+    let all = setup_on(kafka.clone()).await;
+    let group = setup_on(kafka.clone()).await;
     let control = setup_on(kafka.clone()).await;
-    repaired.send_batch(1..=40).await;
+    // Amount = offset + 1.
+    all.send_batch(1..=64).await;
+    all.send_batch(65..=104).await;
     let shutdown = CancellationToken::new();
     let mut consumers = Vec::new();
-    for (setup, gap_rewind) in [(&repaired, PRODUCER_BATCH), (&control, 0)] {
-        let group = unique_group("mid-batch");
-        commit_offset(&kafka, &group, 20).await;
-        let consumer = setup.consumer_in(&group, 100, gap_rewind);
+    for (setup, assignment, gap_rewind) in [
+        (&all, Assignment::All, PRODUCER_BATCH),
+        (&group, Assignment::Group, PRODUCER_BATCH),
+        (&control, Assignment::All, 0),
+    ] {
+        let group_id = unique_group("mid-batch");
+        commit_offset(&kafka, &group_id, 84).await;
+        let consumer = setup.consumer_in(&group_id, assignment, 100, gap_rewind);
         consumers.push(tokio::spawn(consumer.run(shutdown.clone())));
     }
-    repaired.send_batch(41..=60).await;
-    let expected: Vec<i64> = (21..=60).collect();
-    eventually("the repaired consumer to apply 21..=60", WAIT, || async {
-        (repaired.applied(0).await == expected).then_some(())
-    })
-    .await;
+    all.send_batch(105..=124).await;
+    let expected: Vec<i64> = (85..=124).collect();
+    for (setup, mode) in [(&all, "all"), (&group, "group")] {
+        eventually(
+            &format!("the {mode}-mode consumer to apply 85..=124"),
+            WAIT,
+            || async { (setup.applied(0).await == expected).then_some(()) },
+        )
+        .await;
+    }
     eventually(
-        "the control consumer to reach the second batch",
+        "the control consumer to reach the third batch",
         WAIT,
-        || async { control.applied(0).await.contains(&60).then_some(()) },
+        || async { control.applied(0).await.contains(&124).then_some(()) },
     )
     .await;
     shutdown.cancel();
