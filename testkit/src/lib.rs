@@ -315,7 +315,7 @@ pub fn service_config(
             partition_refresh: Duration::from_secs(1),
             gap_rewind: PRODUCER_BATCH,
             ..shop_db::inbox::InboxConfig::from_env(
-                &shop_runtime::Env::from_pairs("", no_vars()),
+                &shop_runtime::Env::from_pairs("", std::iter::empty::<(&str, &str)>()),
                 group,
             )
             .expect("the defaults are valid")
@@ -324,10 +324,6 @@ pub fn service_config(
         log_format: shop_runtime::LogFormat::Text,
         metrics_addr: None,
     }
-}
-
-fn no_vars() -> Vec<(&'static str, &'static str)> {
-    Vec::new()
 }
 
 /// Runs `service` (built by a service's `startup::build` with `shutdown`)

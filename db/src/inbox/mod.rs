@@ -244,19 +244,12 @@ impl<H: Handler> InboxConsumer<H> {
                     }
                 }
                 _ = drain.tick(), if !backlog.is_empty() => {
-                    let generation = this.ownership.generation();
-                    if generation != seen_generation {
-                        seen_generation = generation;
-                        this.prune(&mut workers, &mut backlog);
-                        continuity.retain(|p| workers.contains_key(&p));
-                    }
+                    this.prune(&mut seen_generation, &mut workers, &mut backlog, &mut continuity);
                     // A resumed partition is fetched from the last message
                     // handed out, maybe inside a batch (test-broker defect 1).
                     // A failed seek is caught by the skip check.
                     for partition in backlog.drain(&this, &workers) {
-                        if !continuity.is_on() {
-                            continue;
-                        }
+                        // Known only with the repair on.
                         if let Some(next) = continuity.expected(partition) {
                             this.rewind(partition, None, continuity.restart_before(next)).await;
                         }
@@ -285,12 +278,7 @@ impl<H: Handler> InboxConsumer<H> {
                         }
                     };
                     errors.reset();
-                    let generation = this.ownership.generation();
-                    if generation != seen_generation {
-                        seen_generation = generation;
-                        this.prune(&mut workers, &mut backlog);
-                        continuity.retain(|p| workers.contains_key(&p));
-                    }
+                    this.prune(&mut seen_generation, &mut workers, &mut backlog, &mut continuity);
                     let partition = message.partition();
                     let Some(epoch) = this.ownership.epoch(partition) else {
                         // Fetched before its partition was revoked: its new
@@ -350,12 +338,24 @@ impl<H: Handler> InboxConsumer<H> {
         outcome
     }
 
-    /// Drops the reader's state of partitions this member no longer owns
-    /// (or owns under a newer claim): workers, backlog, applied offsets.
-    /// The lag gauge of a partition no longer owned is set to 0 — this
-    /// member owes nothing on it — and no longer measured, so summing the
-    /// gauge over replicas gives the partition's lag.
-    fn prune(&self, workers: &mut HashMap<i32, Worker>, backlog: &mut Backlog) {
+    /// After an assignment or revocation (the ownership's generation moved
+    /// past `seen`), drops the reader's state of partitions this member no
+    /// longer owns (or owns under a newer claim): workers, backlog, expected
+    /// offsets, applied offsets. The lag gauge of a partition no longer owned
+    /// is set to 0 — this member owes nothing on it — and no longer measured,
+    /// so summing the gauge over replicas gives the partition's lag.
+    fn prune(
+        &self,
+        seen: &mut u64,
+        workers: &mut HashMap<i32, Worker>,
+        backlog: &mut Backlog,
+        continuity: &mut Continuity,
+    ) {
+        let generation = self.ownership.generation();
+        if generation == *seen {
+            return;
+        }
+        *seen = generation;
         workers.retain(|partition, worker| {
             let owned = self.ownership.epoch(*partition) == Some(worker.epoch);
             if !owned {
@@ -363,6 +363,7 @@ impl<H: Handler> InboxConsumer<H> {
             }
             owned
         });
+        continuity.retain(|p| workers.contains_key(&p));
         let Ok(mut applied) = self.applied.lock() else {
             return;
         };
@@ -403,34 +404,46 @@ impl<H: Handler> InboxConsumer<H> {
         }
     }
 
-    /// The group's committed offset of `partition`, if it has one and the
-    /// broker answers.
+    /// The group's committed offset of `partition` (`None`: nothing
+    /// committed). A failed read is tried three times; if all fail, `None`
+    /// too, and the partition starts from its first message (see
+    /// [`continuity`]: it may then store up to `INBOX_GAP_REWIND` offsets
+    /// below the committed one until it catches up).
     async fn committed(&self, partition: i32) -> Option<i64> {
-        let consumer = Arc::clone(&self.consumer);
-        let topic = self.topic.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let mut list = TopicPartitionList::new();
-            list.add_partition(&topic, partition);
-            let committed = consumer.committed_offsets(list, Duration::from_secs(2))?;
-            Ok::<_, KafkaError>(
-                match committed
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1..=ATTEMPTS {
+            let consumer = Arc::clone(&self.consumer);
+            let topic = self.topic.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let mut list = TopicPartitionList::new();
+                list.add_partition(&topic, partition);
+                let committed = consumer
+                    .committed_offsets(list, Duration::from_secs(2))
+                    .map_err(|e| e.to_string())?;
+                let element = committed
                     .find_partition(&topic, partition)
-                    .map(|e| e.offset())
-                {
-                    Some(Offset::Offset(offset)) => Some(offset),
+                    .ok_or("the partition is not in the answer")?;
+                element.error().map_err(|e| e.to_string())?;
+                Ok::<_, String>(match element.offset() {
+                    Offset::Offset(offset) => Some(offset),
                     _ => None,
-                },
-            )
-        })
-        .await;
-        match read {
-            Ok(Ok(offset)) => offset,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, partition, "cannot read the committed offset: the first message decides where the partition starts");
-                None
+                })
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|read| read);
+            match read {
+                Ok(offset) => return offset,
+                Err(e) if attempt < ATTEMPTS => {
+                    tracing::warn!(error = %e, partition, attempt, "cannot read the committed offset, retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, partition, "cannot read the committed offset: the first message decides where the partition starts");
+                }
             }
-            Err(_) => None,
         }
+        None
     }
 
     /// Test-broker defect 1 (see [`continuity`]): fetching restarts at `to`,

@@ -41,6 +41,8 @@ pub struct Recorder {
     pub stalls: bool,
     /// How many [`STALL`] statements have started.
     pub stalled: Arc<AtomicU32>,
+    /// How many [`BLOCKED`] events wait for the gate.
+    pub held: Arc<AtomicU32>,
 }
 
 /// The recorder's events: `PaymentRequested`, for its amount.
@@ -72,6 +74,7 @@ impl Handler for Recorder {
                 POISON => return Err(HandleError::Permanent("poison".to_owned())),
                 PANIC => panic!("the handler met event {amount}"),
                 BLOCKED => {
+                    self.held.fetch_add(1, Ordering::SeqCst);
                     let _permit = self
                         .gate
                         .acquire()
@@ -142,6 +145,7 @@ pub async fn setup_on(kafka: KafkaConfig) -> Setup {
             timeouts: Arc::default(),
             stalls: false,
             stalled: Arc::default(),
+            held: Arc::default(),
         },
     }
 }
@@ -339,6 +343,43 @@ async fn a_consumer_that_starts_inside_a_producer_batch_misses_nothing_with_the_
         control_applied.len() < expected.len(),
         "the control missed nothing ({control_applied:?}): the test broker no longer skips inside a batch"
     );
+}
+
+/// The resume half of the repair: a worker held on the first event of a
+/// 40-record batch makes the reader pause the partition a few messages in;
+/// librdkafka drops what it had fetched beyond them, and resuming fetches
+/// from the next message, inside the batch, which tansu answers from the
+/// next batch on — and there is none. Only the seek back on resume brings
+/// the rest of the batch: every event must be applied, once, in order.
+#[tokio::test]
+async fn a_partition_resumed_inside_a_producer_batch_misses_nothing_with_the_gap_rewind() {
+    let mut kafka = kafka_config(1);
+    kafka.producer = vec![
+        ("batch.num.messages".to_owned(), PRODUCER_BATCH.to_string()),
+        ("linger.ms".to_owned(), "200".to_owned()),
+    ];
+    kafka
+        .ensure_topics(&[&kafka.topics.requests])
+        .await
+        .expect("topic");
+    let s = setup_on(kafka).await;
+    s.send_batch(std::iter::once(BLOCKED).chain(101..=139))
+        .await;
+    let shutdown = CancellationToken::new();
+    // Batches of one: the held worker's queue (two messages) is full at once.
+    let consumer = tokio::spawn(s.consumer_with_batches_of(1).run(shutdown.clone()));
+    eventually("the first event to be held", WAIT, || async {
+        (s.recorder.held.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    s.recorder.gate.add_permits(1);
+    let expected: Vec<i64> = std::iter::once(BLOCKED).chain(101..=139).collect();
+    eventually("every event of the batch, in order", WAIT, || async {
+        (s.applied(0).await == expected).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    consumer.await.expect("task").expect("stops cleanly");
 }
 
 /// Commits `offset` of partition 0 of the requests topic for `group`, as a
